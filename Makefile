@@ -1,0 +1,33 @@
+# The two quick-start commands: `make demo` and `make test`. Both create the
+# virtual environment .venv (pinned versions from setup.py) when it is missing.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install golden clean
+
+$(STAMP): setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,dask]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) run_pipeline.py
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+# Regenerates tests/golden/golden.json with the real estimator head
+# (TF 2.15 in a separate venv; not needed to run the tests).
+GOLDEN_VENV := .golden-venv
+golden:
+	test -x $(GOLDEN_VENV)/bin/python || $(PYTHON) -m venv $(GOLDEN_VENV)
+	$(GOLDEN_VENV)/bin/pip install --quiet tensorflow-cpu==2.15.1 tensorflow-estimator==2.15.0 'numpy<2' 'pyarrow<16' 'pandas<2.3'
+	$(GOLDEN_VENV)/bin/python tests/golden/make_golden.py
+
+clean:
+	rm -rf demo_output .pytest_cache

@@ -1,0 +1,12 @@
+"""Example custom losses for `head.loss_fn` (see configs/custom_loss.yaml)."""
+
+import numpy as np
+
+
+def focal(labels, logits, gamma=2.0):
+    """Focal loss (Lin et al. 2017) on numpy arrays: sigmoid CE * (1 - p_t)^gamma."""
+    x = logits.astype(np.float64)
+    cross_entropy = np.maximum(x, 0) - x * labels + np.log1p(np.exp(-np.abs(x)))
+    p = 1.0 / (1.0 + np.exp(-x))
+    p_t = labels * p + (1 - labels) * (1 - p)
+    return (cross_entropy * (1.0 - p_t) ** gamma).astype(np.float32)

@@ -1,0 +1,28 @@
+"""The semantics of tf.estimator.BinaryClassHead in numpy: no Beam, no TF.
+
+    from head import BinaryClassHead
+    h = BinaryClassHead(weight_column="w", thresholds=[0.5])
+    state = h.update_metrics(h.new_state(), {"w": w}, logits, labels)
+    h.results(state)   # {'accuracy': ..., 'auc': ..., 'loss': ...}
+"""
+
+from head.binary_class_head import (
+    PREDICTION_KEYS,
+    SUM,
+    SUM_OVER_BATCH_SIZE,
+    BadInputError,
+    BinaryClassHead,
+    import_loss_fn,
+)
+from head.metrics import EvaluatedBatch, MetricState
+
+__all__ = [
+    "BadInputError",
+    "BinaryClassHead",
+    "EvaluatedBatch",
+    "MetricState",
+    "PREDICTION_KEYS",
+    "SUM",
+    "SUM_OVER_BATCH_SIZE",
+    "import_loss_fn",
+]

@@ -1,0 +1,428 @@
+"""BinaryClassHead: the evaluation semantics of tf.estimator.BinaryClassHead.
+
+A numpy re-implementation of tensorflow_estimator 2.15's
+`head/binary_class_head.py` (and the parts of `base_head.py` it uses): same
+constructor arguments, validation errors, label processing, loss, predictions
+and metric keys. It has no TensorFlow or Beam dependency; `loss_fn` may use
+TensorFlow ops if the user wants.
+"""
+
+import importlib
+import inspect
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from head.metrics import EvaluatedBatch, MetricState, logistic
+
+SUM = "sum"
+SUM_OVER_BATCH_SIZE = "sum_over_batch_size"
+# tf.losses.Reduction.all(); AUTO means SUM_OVER_BATCH_SIZE for the head.
+_REDUCTIONS = ("auto", "none", SUM, SUM_OVER_BATCH_SIZE)
+
+PREDICTION_KEYS = (
+    "logits",
+    "logistic",
+    "probabilities",
+    "class_ids",
+    "classes",
+    "all_class_ids",
+    "all_classes",
+)
+
+_LOSS_FN_ARGS = ("labels", "logits", "features", "loss_reduction")
+
+
+class BadInputError(ValueError):
+    """An input value the head rejects, located within its batch.
+
+    `row` is the index along the batch dimension (axis 0) of the first bad
+    value, `column` names the input ('logits', 'labels', 'weights'), `reason`
+    is the head's own wording where it has one, and `count` says how many rows
+    of the batch share the problem.
+    """
+
+    def __init__(self, column, row, reason, count=1, rows=None):
+        self.column = column
+        self.row = int(row)
+        self.reason = reason
+        self.count = int(count)
+        # Boolean mask over the batch of every row with this problem.
+        self.rows = rows
+        super().__init__(f"{column}, row {self.row}: {reason}")
+
+
+def _fn_args(fn):
+    """Argument names like tensorflow's function_utils.fn_args."""
+    target = fn.func if hasattr(fn, "func") and hasattr(fn, "keywords") else fn
+    params = inspect.signature(target).parameters.values()
+    names = tuple(
+        p.name
+        for p in params
+        if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    )
+    if hasattr(fn, "keywords") and fn is not target:
+        names = tuple(n for n in names if n not in (fn.keywords or {}))
+    return names
+
+
+def import_loss_fn(path):
+    """Resolves a 'module:function' (or 'module.function') path."""
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    if not module_name or not attr:
+        raise ValueError(f"loss_fn must be 'module:function', got {path!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ValueError(f"loss_fn {path!r}: cannot import module {module_name!r}: {e}") from e
+    try:
+        fn = getattr(module, attr)
+    except AttributeError:
+        raise ValueError(f"loss_fn {path!r}: module {module_name!r} has no {attr!r}") from None
+    if not callable(fn):
+        raise ValueError(f"loss_fn {path!r} is not callable")
+    return fn
+
+
+def validate_loss_fn_args(loss_fn):
+    """base_head.validate_loss_fn_args: labels and logits required."""
+    args = _fn_args(loss_fn)
+    for required in ("labels", "logits"):
+        if required not in args:
+            raise ValueError(
+                f"loss_fn must contain argument: {required}. Given arguments: {args}"
+            )
+    invalid = [a for a in args if a not in _LOSS_FN_ARGS]
+    if invalid:
+        raise ValueError(f"loss_fn has unexpected args: {invalid}")
+
+
+def _first(mask):
+    """Index of the first True along axis 0 and the number of such rows."""
+    rows = mask.reshape(mask.shape[0], -1).any(axis=1) if mask.ndim > 1 else mask
+    return int(np.argmax(rows)), int(rows.sum()), rows
+
+
+class BinaryClassHead:
+    """Single-label binary classification head (sigmoid cross-entropy).
+
+    Arguments have the names, meanings and validation errors of
+    `tf.estimator.BinaryClassHead`, plus `regularization_losses`: the list of
+    scalar losses passed to `update_metrics`/`loss` (their sum is added to
+    `loss` and reported as `regularization_loss`). `loss_fn` may be a callable
+    or a 'module:function' path.
+    """
+
+    logits_dimension = 1
+
+    def __init__(
+        self,
+        weight_column=None,
+        thresholds=None,
+        label_vocabulary=None,
+        loss_reduction=SUM_OVER_BATCH_SIZE,
+        loss_fn=None,
+        name=None,
+        regularization_losses=None,
+    ):
+        if label_vocabulary is not None and not isinstance(label_vocabulary, (list, tuple)):
+            raise ValueError(
+                "label_vocabulary should be a list or a tuple. "
+                f"Given type: {type(label_vocabulary)}"
+            )
+        thresholds = tuple(thresholds) if thresholds else tuple()
+        for threshold in thresholds:
+            if threshold <= 0.0 or threshold >= 1.0:
+                raise ValueError("thresholds not in (0, 1): {}.".format((thresholds,)))
+        if loss_reduction not in _REDUCTIONS or loss_reduction == "none":
+            raise ValueError(
+                f"Invalid loss_reduction: {loss_reduction}. "
+                "See `tf.losses.Reduction` for valid options."
+            )
+        if isinstance(loss_fn, str):
+            loss_fn = import_loss_fn(loss_fn)
+        if loss_fn:
+            validate_loss_fn_args(loss_fn)
+        self.weight_column = weight_column
+        self.thresholds = thresholds
+        self.label_vocabulary = tuple(label_vocabulary) if label_vocabulary is not None else None
+        self.loss_reduction = SUM_OVER_BATCH_SIZE if loss_reduction == "auto" else loss_reduction
+        self.loss_fn = loss_fn
+        self.name = name
+        self.regularization_losses = (
+            tuple(float(x) for x in regularization_losses) if regularization_losses else None
+        )
+        # Keras casts each threshold to the predictions' dtype before comparing.
+        self._thresholds_f32 = np.asarray(thresholds, dtype=np.float32)
+        self._loss_fn_args = _fn_args(loss_fn) if loss_fn else ()
+
+    # ---- keys ---------------------------------------------------------------
+
+    def _summary_key(self, key):
+        return f"{key}/{self.name}" if self.name else key
+
+    def metric_keys(self):
+        """Every key of `results`, in the order the head's `metrics()` makes them."""
+        keys = [
+            "average_loss",
+            "accuracy",
+            "precision",
+            "recall",
+            "prediction/mean",
+            "label/mean",
+            "accuracy_baseline",
+            "auc",
+            "auc_precision_recall",
+        ]
+        if self.regularization_losses is not None:
+            keys.append("regularization_loss")
+        for t in self.thresholds:
+            keys += [
+                "accuracy/positive_threshold_%g" % t,
+                "precision/positive_threshold_%g" % t,
+                "recall/positive_threshold_%g" % t,
+            ]
+        keys.append("loss")
+        return [self._summary_key(k) for k in keys]
+
+    # ---- per-example semantics ---------------------------------------------
+
+    def check_logits(self, logits):
+        """check_logits_final_dim, plus: every logit must be finite."""
+        logits = np.asarray(logits, dtype=np.float32)
+        if logits.ndim < 2:
+            raise ValueError(
+                f"logits must have rank at least 2.  Received rank {logits.ndim}, "
+                f"shape {logits.shape}"
+            )
+        if logits.shape[-1] != self.logits_dimension:
+            raise ValueError(
+                f"logits shape must be [D0, D1, ... DN, logits_dimension], got {logits.shape}."
+            )
+        bad = ~np.isfinite(logits)
+        if bad.any():
+            row, count, rows = _first(bad)
+            value = logits[row].ravel()[~np.isfinite(logits[row].ravel())][0]
+            raise BadInputError("logits", row, f"logit is {value}, must be finite", count, rows)
+        return logits
+
+    def process_labels(self, labels, logits_shape):
+        """Labels in the head's float32 id space, shaped like the logits.
+
+        Mirrors `_processed_labels`: reshape [D0..DN] to [D0..DN, 1], map
+        through the vocabulary, cast to float32, check the range [0, 1].
+        """
+        if isinstance(labels, (pa.Array, pa.ChunkedArray)):
+            labels = labels.to_numpy(zero_copy_only=False)
+        labels = np.asarray(labels)
+        if labels.ndim == len(logits_shape) - 1:
+            labels = labels[..., np.newaxis]
+        if labels.shape != tuple(logits_shape):
+            raise ValueError(
+                "labels shape must be [D0, D1, ... DN, 1]. "
+                f"Given labels shape: {labels.shape}, logits shape: {tuple(logits_shape)}"
+            )
+        is_string = labels.dtype.kind in "OUS"
+        if self.label_vocabulary is not None:
+            if not is_string:
+                raise BadInputError(
+                    "labels", 0,
+                    f"labels must be strings from label_vocabulary, got {labels.dtype}",
+                    labels.shape[0], np.ones(labels.shape[0], dtype=bool),
+                )
+            flat = pa.array(labels.ravel(), type=pa.string())
+            ids = pc.index_in(flat, value_set=pa.array(self.label_vocabulary, pa.string()))
+            ids = ids.fill_null(-1).to_numpy().reshape(labels.shape)
+            missing = ids < 0
+            if missing.any():
+                row, count, rows = _first(missing)
+                value = labels[row].ravel()[missing[row].ravel()][0]
+                raise BadInputError(
+                    "labels", row,
+                    f"Labels must be >= 0 (label {value!r} is not in label_vocabulary "
+                    f"{list(self.label_vocabulary)})",
+                    count, rows,
+                )
+            labels = ids
+        elif is_string:
+            raise BadInputError(
+                "labels", 0,
+                "labels are strings but label_vocabulary is not set",
+                labels.shape[0], np.ones(labels.shape[0], dtype=bool),
+            )
+        labels = labels.astype(np.float32)
+        # check_label_range: `<= 1` first (NaN fails it), then `>= 0`.
+        too_big = ~(labels <= 1)
+        if too_big.any():
+            row, count, rows = _first(too_big)
+            value = labels[row].ravel()[too_big[row].ravel()][0]
+            raise BadInputError("labels", row, f"Labels must be <= 2 - 1 (label is {value})", count, rows)
+        negative = labels < 0
+        if negative.any():
+            row, count, rows = _first(negative)
+            value = labels[row].ravel()[negative[row].ravel()][0]
+            raise BadInputError("labels", row, f"Labels must be >= 0 (label is {value})", count, rows)
+        return labels
+
+    def weights(self, features, logits_shape):
+        """get_weights_and_check_match_logits: float32 weights shaped like logits.
+
+        Weights of shape [D0..DN] or [D0..DN, 1] as the head accepts; for
+        multi-dimensional logits also one weight per row ([D0] or [D0, 1]),
+        broadcast over the row's elements.
+        """
+        if self.weight_column is None:
+            return np.ones(logits_shape, dtype=np.float32)
+        if features is None or self.weight_column not in features:
+            raise ValueError(f"weight_column {self.weight_column!r} is not in features")
+        weights = np.asarray(features[self.weight_column])
+        if weights.dtype.kind not in "fiub":
+            raise ValueError(
+                f"Weight column should be castable to float. Given dtype: {weights.dtype}"
+            )
+        weights = weights.astype(np.float32)
+        logits_shape = tuple(logits_shape)
+        if weights.shape == logits_shape[:-1]:
+            weights = weights[..., np.newaxis]
+        elif len(logits_shape) > 2 and weights.shape in ((logits_shape[0],), (logits_shape[0], 1)):
+            weights = weights.reshape((logits_shape[0],) + (1,) * (len(logits_shape) - 1))
+        elif weights.shape != logits_shape[:-1] + (1,):
+            raise ValueError(
+                "weights shape must be [D0, D1, ... DN] or [D0, D1, ... DN, 1], "
+                f"logits_shape: {logits_shape}. weights_shape: {weights.shape}."
+            )
+        bad = ~np.isfinite(weights)
+        if bad.any():
+            row, count, rows = _first(bad)
+            raise BadInputError("weights", row, "weight must be finite", count, rows)
+        return np.broadcast_to(weights, logits_shape)
+
+    def unweighted_loss(self, labels, logits, features=None):
+        """sigmoid_cross_entropy_with_logits, or loss_fn, per example."""
+        if self.loss_fn is None:
+            x = logits.astype(np.float64)
+            z = labels.astype(np.float64)
+            # max(x, 0) - x * z + log(1 + exp(-|x|)): TF's stable formulation.
+            loss = np.maximum(x, 0.0) - x * z + np.log1p(np.exp(-np.abs(x)))
+            return loss.astype(np.float32)
+        kwargs = {}
+        if "features" in self._loss_fn_args:
+            kwargs["features"] = features if features is not None else {}
+        if "loss_reduction" in self._loss_fn_args:
+            kwargs["loss_reduction"] = self.loss_reduction
+        loss = np.asarray(self.loss_fn(labels=labels, logits=logits, **kwargs), dtype=np.float32)
+        if loss.shape != logits.shape:
+            raise ValueError(
+                "loss_fn must return Tensor of shape [D0, D1, ... DN, 1]. "
+                f"logits_shape: {logits.shape}, loss_shape: {loss.shape}"
+            )
+        return loss
+
+    def evaluate_batch(self, logits, labels, features=None):
+        """Labels encoded, loss and weights of one batch: an EvaluatedBatch."""
+        logits = self.check_logits(logits)
+        labels = self.process_labels(labels, logits.shape)
+        weights = self.weights(features, logits.shape)
+        loss = self.unweighted_loss(labels, logits, features)
+        return EvaluatedBatch(
+            labels=labels.ravel(),
+            logits=logits.ravel(),
+            unweighted_loss=loss.ravel(),
+            weights=np.ascontiguousarray(weights).ravel(),
+        )
+
+    # ---- metrics -----------------------------------------------------------
+
+    def new_state(self):
+        return MetricState(len(self.thresholds))
+
+    def add_to_state(self, state, evaluated):
+        """update_metrics for one EvaluatedBatch."""
+        return state.add(evaluated, self._thresholds_f32)
+
+    def update_metrics(self, state, features, logits, labels):
+        """update_metrics: evaluates a batch and adds it to `state`."""
+        return self.add_to_state(state, self.evaluate_batch(logits, labels, features))
+
+    def results(self, state):
+        """Every metric key -> float, as if update_metrics had seen all data.
+
+        `loss` is the training loss of the whole data set under
+        loss_reduction (plus the regularization losses).
+        """
+        r = state.results()
+        regularization = sum(self.regularization_losses) if self.regularization_losses else 0.0
+        if self.loss_reduction == SUM:
+            loss = r["loss_sum"]
+        else:
+            loss = r["loss_sum"] / state.example_count if state.example_count else 0.0
+        values = [
+            r["average_loss"],
+            r["accuracy"],
+            r["precision"],
+            r["recall"],
+            r["prediction/mean"],
+            r["label/mean"],
+            r["accuracy_baseline"],
+            r["auc"],
+            r["auc_precision_recall"],
+        ]
+        if self.regularization_losses is not None:
+            values.append(regularization)
+        for i in range(len(self.thresholds)):
+            values += [
+                r["threshold_accuracy"][i],
+                r["threshold_precision"][i],
+                r["threshold_recall"][i],
+            ]
+        values.append(loss + regularization)
+        return {k: float(v) for k, v in zip(self.metric_keys(), values)}
+
+    def loss(self, labels, logits, features=None):
+        """head.loss over one batch: regularized training loss as a float."""
+        state = self.update_metrics(self.new_state(), features, logits, labels)
+        return self.results(state)[self._summary_key("loss")]
+
+    # ---- predictions ---------------------------------------------------------
+
+    def predictions(self, logits, keys=None):
+        """head.predictions: a dict of numpy arrays for the requested keys."""
+        if keys:
+            for key in keys:
+                if key not in PREDICTION_KEYS:
+                    raise ValueError(
+                        f"Prediction key must be in PredictionKeys, given: {key}."
+                        f"Valid prediction keys include {list(PREDICTION_KEYS)}."
+                    )
+        else:
+            keys = PREDICTION_KEYS
+        logits = np.asarray(logits, dtype=np.float32)
+        if logits.ndim < 2 or logits.shape[-1] != 1:
+            raise ValueError(
+                f"logits shape must be [D0, D1, ... DN, logits_dimension], got {logits.shape}."
+            )
+        out = {}
+        if "logits" in keys:
+            out["logits"] = logits
+        p = logistic(logits)
+        if "logistic" in keys:
+            out["logistic"] = p
+        if "probabilities" in keys:
+            # softmax([0, x]) = [1 - sigmoid(x), sigmoid(x)].
+            out["probabilities"] = np.concatenate([1.0 - p, p], axis=-1).astype(np.float32)
+        # argmax([0, x]) picks the first on a tie: class 1 only when x > 0.
+        class_ids = (logits > 0).astype(np.int64)
+        if "class_ids" in keys:
+            out["class_ids"] = class_ids
+        classes = np.array(self.label_vocabulary or ("0", "1"), dtype=object)
+        if "classes" in keys:
+            out["classes"] = classes[class_ids]
+        batch_size = logits.shape[0]
+        if "all_class_ids" in keys:
+            out["all_class_ids"] = np.tile(np.arange(2, dtype=np.int32), (batch_size, 1))
+        if "all_classes" in keys:
+            out["all_classes"] = np.tile(classes, (batch_size, 1))
+        return out

@@ -1,0 +1,96 @@
+"""Assembles the evaluation pipeline: read -> evaluate -> combine -> write."""
+
+import datetime
+import importlib.metadata
+
+import apache_beam as beam
+import pyarrow as pa
+
+from pipeline import output
+from pipeline.evaluate import (
+    PREDICTIONS_TAG,
+    EvaluateBatch,
+    HeadMetricsCombineFn,
+    prediction_schema_fields,
+)
+from head.arrow import column_values
+from pipeline.read import DEFAULT_BATCH_SIZE, InputError, ReadBatches, first_batch
+
+
+def _version(package):
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def run_info(input_pattern, file_format, config, runner):
+    return {
+        "input": input_pattern,
+        "format": file_format,
+        "config": config.as_dict(),
+        "runner": runner,
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "versions": {
+            name: _version(name)
+            for name in ("beam-head-eval", "apache-beam", "pyarrow", "numpy", "tensorflow")
+        },
+    }
+
+
+def build(
+    p,
+    paths,
+    file_format,
+    config,
+    output_dir,
+    info,
+    prediction_keys=(),
+    passthrough=(),
+    batch_size=DEFAULT_BATCH_SIZE,
+):
+    """Adds the evaluation to pipeline `p`; metrics.json lands in output_dir."""
+    columns = [config.columns["logits"], config.columns["label"]]
+    if config.weight_column:
+        columns.append(config.weight_column)
+    columns += [c for c in passthrough if c not in columns]
+    needs_all = "features" in getattr(config.build_head(), "_loss_fn_args", ())
+    batches = p | "Read" >> ReadBatches(
+        paths, file_format, None if needs_all else columns, batch_size
+    )
+    evaluated = batches | "Evaluate" >> beam.ParDo(
+        EvaluateBatch(config, prediction_keys, passthrough)
+    ).with_outputs(PREDICTIONS_TAG, main="evaluated")
+
+    metrics_path = output.join(output_dir, output.METRICS_FILE)
+    _ = (
+        evaluated.evaluated
+        | "Combine" >> beam.CombineGlobally(HeadMetricsCombineFn(config))
+        | "Document" >> beam.Map(output.metrics_document, info)
+        | "WriteMetrics" >> beam.Map(lambda doc: output.write_json_atomically(metrics_path, doc))
+    )
+
+    if prediction_keys:
+        schema = predictions_schema(paths[0], file_format, config, prediction_keys, passthrough)
+        _ = evaluated[PREDICTIONS_TAG] | "WritePredictions" >> beam.io.WriteToParquetBatched(
+            output.join(output_dir, "predictions", "predictions"),
+            schema=schema,
+            file_name_suffix=".parquet",
+        )
+    return metrics_path
+
+
+def predictions_schema(first_path, file_format, config, prediction_keys, passthrough):
+    """Arrow schema of the predictions output, from the first input row."""
+    batch = first_batch(first_path, file_format)
+    if batch is None:
+        raise InputError(f"{first_path}: has no rows to take the predictions' schema from")
+    for column in list(passthrough) + [config.columns["logits"]]:
+        if column not in batch.schema.names:
+            raise InputError(f"{first_path}: --passthrough column {column!r} is not in the input")
+    logits = column_values(batch, config.columns["logits"], "logits")
+    width = logits.shape[1] if logits.ndim == 2 else 1
+    fields = prediction_schema_fields(
+        config.build_head(), prediction_keys, width, [batch.schema.field(c) for c in passthrough]
+    )
+    return pa.schema(fields)

@@ -1,0 +1,40 @@
+"""beam-head-eval: tf.estimator.BinaryClassHead evaluation on Apache Beam.
+
+Installs the `head` (numpy semantics) and `pipeline` (Beam wiring) packages.
+Also the --setup_file for Dataflow workers. Versions are pinned so installs
+are reproducible.
+"""
+
+import setuptools
+
+INSTALL_REQUIRES = [
+    "apache-beam[gcp]==2.77.0",
+    "numpy==2.4.6",
+    "pyarrow==25.0.1",
+    "pyyaml==6.0.3",
+    # TFRecord decoding (tf.data + tfx-bsl) and TFMA-compatible outputs.
+    "tensorflow==2.21.0",
+    "tfx-bsl==1.21.0",
+    "tensorflow-model-analysis==0.52.0",
+]
+
+EXTRAS_REQUIRE = {
+    "test": [
+        "pytest==9.2.0",
+        "hypothesis==6.170.15",
+        "tf-keras==2.21.0",
+    ],
+    "dask": ["dask[distributed]==2026.8.0"],
+}
+
+setuptools.setup(
+    name="beam-head-eval",
+    version="0.1.0",
+    description="Distributed evaluation of binary classifiers with BinaryClassHead semantics on Apache Beam",
+    python_requires=">=3.10,<3.13",
+    packages=["head", "pipeline"],
+    py_modules=["run_pipeline"],
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+    entry_points={"console_scripts": ["beam-head-eval=pipeline.cli:main"]},
+)
