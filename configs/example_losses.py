@@ -2,11 +2,15 @@
 
 import numpy as np
 
+# The head allows only labels, logits, features and loss_reduction as
+# arguments, so the focusing parameter is a constant.
+GAMMA = 2.0
 
-def focal(labels, logits, gamma=2.0):
+
+def focal(labels, logits):
     """Focal loss (Lin et al. 2017) on numpy arrays: sigmoid CE * (1 - p_t)^gamma."""
     x = logits.astype(np.float64)
     cross_entropy = np.maximum(x, 0) - x * labels + np.log1p(np.exp(-np.abs(x)))
     p = 1.0 / (1.0 + np.exp(-x))
     p_t = labels * p + (1 - labels) * (1 - p)
-    return (cross_entropy * (1.0 - p_t) ** gamma).astype(np.float32)
+    return (cross_entropy * (1.0 - p_t) ** GAMMA).astype(np.float32)
