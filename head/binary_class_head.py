@@ -330,6 +330,7 @@ class BinaryClassHead:
         return EvaluatedBatch(
             labels=labels.ravel(),
             logits=logits.ravel(),
+            logistic=logistic(logits).ravel(),
             unweighted_loss=loss.ravel(),
             weights=np.ascontiguousarray(weights).ravel(),
         )

@@ -39,11 +39,12 @@ class EvaluatedBatch:
     all arrays are 1-D float32 of the same length.
     """
 
-    __slots__ = ("labels", "logits", "unweighted_loss", "weights")
+    __slots__ = ("labels", "logits", "logistic", "unweighted_loss", "weights")
 
-    def __init__(self, labels, logits, unweighted_loss, weights):
+    def __init__(self, labels, logits, logistic, unweighted_loss, weights):
         self.labels = labels
         self.logits = logits
+        self.logistic = logistic
         self.unweighted_loss = unweighted_loss
         self.weights = weights
 
@@ -105,7 +106,7 @@ class MetricState:
             return self
         labels = batch.labels
         weights = batch.weights.astype(np.float64)
-        probabilities = logistic(batch.logits)
+        probabilities = batch.logistic
         class_ids = (batch.logits > 0).astype(np.float32)
         # Precision/Recall/AUC cast y_true to bool: any non-zero label is a
         # positive, even a soft one. Accuracy compares values exactly.

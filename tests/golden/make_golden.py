@@ -4,9 +4,7 @@ This script only runs under TensorFlow 2.15 with tensorflow-estimator 2.15 (the
 last releases that ship the estimator head).  Create that environment from
 scratch with::
 
-    python3.11 -m venv .golden-venv && .golden-venv/bin/pip install \
-        tensorflow-cpu==2.15.1 tensorflow-estimator==2.15.0 'numpy<2' \
-        'pyarrow<16' 'pandas<2.3'
+    python3.11 -m venv .golden-venv && .golden-venv/bin/pip install tensorflow-cpu==2.15.1 tensorflow-estimator==2.15.0 'numpy<2' 'pyarrow<16' 'pandas<2.3'
 
 and run it from the repository root::
 
@@ -207,7 +205,7 @@ def generated_cases():
 
   # 5. Multi-dim logits [n,3,1], labels [n,3,1], per-element weights [n,3].
   rng = np.random.default_rng(105)
-  n = 600
+  n = 500
   logits = f32(rng.normal(size=(n, 3, 1)) * 2)
   cases.append(case(
       'multidim_weights_nD',
