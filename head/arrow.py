@@ -34,9 +34,12 @@ def _numeric_or_string(arrow_type):
     )
 
 
-def _first_row(mask, column, reason):
-    rows = np.asarray(mask, dtype=bool)
-    raise BadInputError(column, int(np.argmax(rows)), reason, int(rows.sum()), rows)
+def _reject(mask, column, reason, detail=None):
+    raise BadInputError(column, np.asarray(mask, dtype=bool), reason, detail)
+
+
+def _all_rows(batch):
+    return np.ones(batch.num_rows, dtype=bool)
 
 
 def list_lengths(array):
@@ -54,22 +57,18 @@ def column_values(batch, name, role, allow_string=False):
     """
     index = batch.schema.get_field_index(name)
     if index < 0:
-        raise BadInputError(
-            role, 0, f"column {name!r} is missing (columns: {batch.schema.names})",
-            batch.num_rows, np.ones(batch.num_rows, dtype=bool),
-        )
+        _reject(_all_rows(batch), f"{role} ({name})", "column is missing",
+                f"columns: {batch.schema.names}")
     array = batch.column(index)
     column = f"{role} ({name})" if role != name else name
     if array.null_count:
-        _first_row(array.is_null().to_numpy(zero_copy_only=False), column, "value is missing (null)")
+        _reject(array.is_null().to_numpy(zero_copy_only=False), column, "value is missing (null)")
     lengths = list_lengths(array)
     value_type = array.type.value_type if lengths is not None else array.type
     if not _numeric_or_string(value_type) or (_is_string(value_type) and not allow_string):
         expected = "strings or numbers" if allow_string else "numbers"
-        raise BadInputError(
-            column, 0, f"column has type {array.type}, expected {expected} or a list of them",
-            batch.num_rows, np.ones(batch.num_rows, dtype=bool),
-        )
+        _reject(_all_rows(batch), column, f"wrong type: expected {expected} or a list of them",
+                f"column has type {array.type}")
     if lengths is None:
         return array.to_numpy(zero_copy_only=False)
     values = array.flatten()
@@ -78,15 +77,13 @@ def column_values(batch, name, role, allow_string=False):
         owner = pc.list_parent_indices(array).to_numpy()
         bad = np.zeros(batch.num_rows, dtype=bool)
         bad[owner[values.is_null().to_numpy(zero_copy_only=False)]] = True
-        _first_row(bad, column, "list holds a missing (null) value")
+        _reject(bad, column, "list holds a missing (null) value")
     width = lengths[0] if len(lengths) else 1
     if (lengths != width).any():
-        _first_row(
-            lengths != width, column,
-            f"list length differs from the first row's ({width})",
-        )
+        _reject(lengths != width, column, "list length differs from the batch's first row",
+                f"the first row has {width}")
     if width == 0:
-        _first_row(lengths == 0, column, "list is empty")
+        _reject(lengths == 0, column, "list is empty")
     flat = values.to_numpy(zero_copy_only=False)
     if width == 1:
         return flat
@@ -101,15 +98,13 @@ def head_inputs(batch, logits_column, label_column, weight_column=None):
     width = logits.shape[1] if logits.ndim == 2 else 1
     label_width = labels.shape[1] if labels.ndim == 2 else 1
     if label_width != width:
-        _first_row(
-            np.ones(len(labels), dtype=bool), f"labels ({label_column})",
-            f"label list length {label_width} does not match logits list length {width}",
-        )
+        _reject(np.ones(len(labels), dtype=bool), f"labels ({label_column})",
+                "list length does not match the logits'",
+                f"labels have {label_width}, logits {width}")
     if weights is not None and weights.ndim == 2 and weights.shape[1] != width:
-        _first_row(
-            np.ones(len(weights), dtype=bool), f"weights ({weight_column})",
-            f"weight list length {weights.shape[1]} does not match logits list length {width}",
-        )
+        _reject(np.ones(len(weights), dtype=bool), f"weights ({weight_column})",
+                "list length does not match the logits'",
+                f"weights have {weights.shape[1]}, logits {width}")
     return logits[..., np.newaxis], labels, weights
 
 

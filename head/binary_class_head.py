@@ -37,20 +37,21 @@ _LOSS_FN_ARGS = ("labels", "logits", "features", "loss_reduction")
 class BadInputError(ValueError):
     """An input value the head rejects, located within its batch.
 
-    `row` is the index along the batch dimension (axis 0) of the first bad
-    value, `column` names the input ('logits', 'labels', 'weights'), `reason`
-    is the head's own wording where it has one, and `count` says how many rows
-    of the batch share the problem.
+    `column` names the input ('logits', 'labels', 'weights'), `rows` is a
+    boolean mask over the batch (axis 0) of every row with this problem and
+    `row` the first of them. `reason` is the head's own wording where it has
+    one and is the same for every such row; `detail` describes the first row.
     """
 
-    def __init__(self, column, row, reason, count=1, rows=None):
+    def __init__(self, column, rows, reason, detail=None):
         self.column = column
-        self.row = int(row)
+        self.rows = np.asarray(rows, dtype=bool)
+        self.row = int(np.argmax(self.rows))
+        self.count = int(self.rows.sum())
         self.reason = reason
-        self.count = int(count)
-        # Boolean mask over the batch of every row with this problem.
-        self.rows = rows
-        super().__init__(f"{column}, row {self.row}: {reason}")
+        self.detail = detail
+        suffix = f" ({detail})" if detail else ""
+        super().__init__(f"{column}, row {self.row}: {reason}{suffix}")
 
 
 def _fn_args(fn):
@@ -100,10 +101,13 @@ def validate_loss_fn_args(loss_fn):
         raise ValueError(f"loss_fn has unexpected args: {invalid}")
 
 
-def _first(mask):
-    """Index of the first True along axis 0 and the number of such rows."""
-    rows = mask.reshape(mask.shape[0], -1).any(axis=1) if mask.ndim > 1 else mask
-    return int(np.argmax(rows)), int(rows.sum()), rows
+def _bad_rows(mask):
+    """Rows (axis 0) holding any True of an elementwise mask."""
+    return mask.reshape(mask.shape[0], -1).any(axis=1) if mask.ndim > 1 else mask
+
+
+def _first_value(values, mask):
+    return values[mask][0]
 
 
 class BinaryClassHead:
@@ -204,9 +208,8 @@ class BinaryClassHead:
             )
         bad = ~np.isfinite(logits)
         if bad.any():
-            row, count, rows = _first(bad)
-            value = logits[row].ravel()[~np.isfinite(logits[row].ravel())][0]
-            raise BadInputError("logits", row, f"logit is {value}, must be finite", count, rows)
+            value = _first_value(logits, bad)
+            raise BadInputError("logits", _bad_rows(bad), "logits must be finite", f"logit is {value}")
         return logits
 
     def process_labels(self, labels, logits_shape):
@@ -229,42 +232,36 @@ class BinaryClassHead:
         if self.label_vocabulary is not None:
             if not is_string:
                 raise BadInputError(
-                    "labels", 0,
-                    f"labels must be strings from label_vocabulary, got {labels.dtype}",
-                    labels.shape[0], np.ones(labels.shape[0], dtype=bool),
+                    "labels", np.ones(labels.shape[0], dtype=bool),
+                    "labels must be strings from label_vocabulary",
+                    f"labels have type {labels.dtype}",
                 )
             flat = pa.array(labels.ravel(), type=pa.string())
             ids = pc.index_in(flat, value_set=pa.array(self.label_vocabulary, pa.string()))
             ids = ids.fill_null(-1).to_numpy().reshape(labels.shape)
             missing = ids < 0
             if missing.any():
-                row, count, rows = _first(missing)
-                value = labels[row].ravel()[missing[row].ravel()][0]
+                value = _first_value(labels, missing)
                 raise BadInputError(
-                    "labels", row,
-                    f"Labels must be >= 0 (label {value!r} is not in label_vocabulary "
-                    f"{list(self.label_vocabulary)})",
-                    count, rows,
+                    "labels", _bad_rows(missing), "Labels must be >= 0",
+                    f"label {value!r} is not in label_vocabulary {list(self.label_vocabulary)}",
                 )
             labels = ids
         elif is_string:
             raise BadInputError(
-                "labels", 0,
+                "labels", np.ones(labels.shape[0], dtype=bool),
                 "labels are strings but label_vocabulary is not set",
-                labels.shape[0], np.ones(labels.shape[0], dtype=bool),
             )
         labels = labels.astype(np.float32)
         # check_label_range: `<= 1` first (NaN fails it), then `>= 0`.
         too_big = ~(labels <= 1)
         if too_big.any():
-            row, count, rows = _first(too_big)
-            value = labels[row].ravel()[too_big[row].ravel()][0]
-            raise BadInputError("labels", row, f"Labels must be <= 2 - 1 (label is {value})", count, rows)
+            value = _first_value(labels, too_big)
+            raise BadInputError("labels", _bad_rows(too_big), "Labels must be <= 2 - 1", f"label is {value}")
         negative = labels < 0
         if negative.any():
-            row, count, rows = _first(negative)
-            value = labels[row].ravel()[negative[row].ravel()][0]
-            raise BadInputError("labels", row, f"Labels must be >= 0 (label is {value})", count, rows)
+            value = _first_value(labels, negative)
+            raise BadInputError("labels", _bad_rows(negative), "Labels must be >= 0", f"label is {value}")
         return labels
 
     def weights(self, features, logits_shape):
@@ -296,8 +293,8 @@ class BinaryClassHead:
             )
         bad = ~np.isfinite(weights)
         if bad.any():
-            row, count, rows = _first(bad)
-            raise BadInputError("weights", row, "weight must be finite", count, rows)
+            value = _first_value(weights, bad)
+            raise BadInputError("weights", _bad_rows(bad), "weights must be finite", f"weight is {value}")
         return np.broadcast_to(weights, logits_shape)
 
     def unweighted_loss(self, labels, logits, features=None):

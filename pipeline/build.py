@@ -2,6 +2,7 @@
 
 import datetime
 import importlib.metadata
+import uuid
 
 import apache_beam as beam
 import pyarrow as pa
@@ -9,6 +10,8 @@ import pyarrow as pa
 from pipeline import output
 from pipeline.evaluate import (
     PREDICTIONS_TAG,
+    REJECTED_SCHEMA,
+    REJECTED_TAG,
     EvaluateBatch,
     HeadMetricsCombineFn,
     prediction_schema_fields,
@@ -48,8 +51,16 @@ def build(
     prediction_keys=(),
     passthrough=(),
     batch_size=DEFAULT_BATCH_SIZE,
+    run_id=None,
 ):
-    """Adds the evaluation to pipeline `p`; metrics.json lands in output_dir."""
+    """Adds the evaluation to pipeline `p`; returns the staging directory.
+
+    Sink outputs (predictions, rejected rows) are written under a staging
+    directory; the last step checks the counts, moves them into output_dir
+    and writes metrics.json, so a failed run changes nothing there.
+    """
+    run_id = run_id or uuid.uuid4().hex[:12]
+    staging = output.staging_dir(output_dir, run_id)
     columns = [config.columns["logits"], config.columns["label"]]
     if config.weight_column:
         columns.append(config.weight_column)
@@ -60,24 +71,35 @@ def build(
     )
     evaluated = batches | "Evaluate" >> beam.ParDo(
         EvaluateBatch(config, prediction_keys, passthrough)
-    ).with_outputs(PREDICTIONS_TAG, main="evaluated")
+    ).with_outputs(PREDICTIONS_TAG, REJECTED_TAG, main="outcomes")
 
-    metrics_path = output.join(output_dir, output.METRICS_FILE)
-    _ = (
-        evaluated.evaluated
-        | "Combine" >> beam.CombineGlobally(HeadMetricsCombineFn(config))
-        | "Document" >> beam.Map(output.metrics_document, info)
-        | "WriteMetrics" >> beam.Map(lambda doc: output.write_json_atomically(metrics_path, doc))
-    )
-
+    written = []
     if prediction_keys:
         schema = predictions_schema(paths[0], file_format, config, prediction_keys, passthrough)
-        _ = evaluated[PREDICTIONS_TAG] | "WritePredictions" >> beam.io.WriteToParquetBatched(
-            output.join(output_dir, "predictions", "predictions"),
-            schema=schema,
-            file_name_suffix=".parquet",
+        written.append(_write_parquet(evaluated[PREDICTIONS_TAG], staging, "predictions", schema))
+    if config.rejects_rows:
+        written.append(_write_parquet(evaluated[REJECTED_TAG], staging, "rejected", REJECTED_SCHEMA))
+    staged_files = (
+        written | "StagedFiles" >> beam.Flatten() if written else p | "NoStagedFiles" >> beam.Create([])
+    )
+
+    max_fraction = config.invalid_rows["max_fraction"]
+    _ = (
+        evaluated.outcomes
+        | "Combine" >> beam.CombineGlobally(HeadMetricsCombineFn(config))
+        | "Document" >> beam.Map(output.metrics_document, info)
+        | "Commit" >> beam.Map(
+            output.commit, output_dir, staging, max_fraction,
+            staged_files=beam.pvalue.AsList(staged_files),
         )
-    return metrics_path
+    )
+    return staging
+
+
+def _write_parquet(tables, staging, name, schema):
+    return tables | f"Write{name.title()}" >> beam.io.WriteToParquetBatched(
+        output.join(staging, name, name), schema=schema, file_name_suffix=".parquet"
+    )
 
 
 def predictions_schema(first_path, file_format, config, prediction_keys, passthrough):

@@ -9,6 +9,7 @@ DirectRunner and the metrics are printed.
 import argparse
 import logging
 import os
+import re
 import sys
 
 import apache_beam as beam
@@ -17,7 +18,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from head import PREDICTION_KEYS
 from pipeline import build, output
 from pipeline.config import ConfigError, load_config
-from pipeline.evaluate import InvalidRowError
+from pipeline.evaluate import InvalidRowError, UnreadableFileError
 from pipeline.read import DEFAULT_BATCH_SIZE, FORMATS, InputError, infer_format, match_files
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -89,7 +90,7 @@ def main(argv=None):
         runner = options.view_as(StandardOptions).runner or "DirectRunner"
         info = build.run_info(args.input, file_format, config, runner)
         pipeline = beam.Pipeline(options=options)
-        metrics_path = build.build(
+        staging = build.build(
             pipeline, paths, file_format, config, args.output, info,
             prediction_keys=args.predictions, passthrough=args.passthrough,
             batch_size=args.batch_size,
@@ -97,23 +98,46 @@ def main(argv=None):
     except (ConfigError, InputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    # Beam logs a DoFn's exception with its traceback before re-raising it;
+    # known input errors are reported below in one line instead.
+    logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
     try:
         result = pipeline.run()
         result.wait_until_finish()
     except Exception as e:  # report bad data plainly; anything else as is
-        known = _find(e, (InvalidRowError, InputError))
+        output.remove_staging(staging)
+        known = _find(e, (InvalidRowError, UnreadableFileError, InputError, output.OutputCheckError))
         if known is None:
             raise
-        print(f"error: {known}", file=sys.stderr)
+        # Beam appends the failing step's name; the message says what matters.
+        message = re.sub(r" \[while running .*\]$", "", str(known))
+        print(f"error: {message}", file=sys.stderr)
         return 1
+    metrics_path = output.join(args.output, output.METRICS_FILE)
     if runner.endswith("DataflowRunner"):
         print(f"Dataflow job done; metrics go to {metrics_path}")
         return 0
     document = output.read_json(metrics_path)
     print(f"{args.input} ({file_format}), config {args.config}")
     print(output.format_table(document))
+    _warn_about_set_aside_data(document, args.output)
     print(f"written: {metrics_path}")
     return 0
+
+
+def _warn_about_set_aside_data(document, output_dir):
+    """Rejected rows, unreadable files and negative weights are said out loud."""
+    if document["rows_rejected"]:
+        print(f"warning: {document['rows_rejected']} of {document['rows_read']} rows rejected, "
+              f"set aside in {output.join(output_dir, 'rejected')}:", file=sys.stderr)
+        for reason, count in document["rejected_by_reason"].items():
+            print(f"  {count:>10}  {reason}", file=sys.stderr)
+    for unreadable in document["unreadable_files"]:
+        print(f"warning: unreadable file {unreadable['file']} (after {unreadable['rows_read_before_error']} "
+              f"rows): {unreadable['error']}", file=sys.stderr)
+    if document["negative_weight_examples"]:
+        print(f"warning: {document['negative_weight_examples']} examples have negative weights "
+              "(the head allows them)", file=sys.stderr)
 
 
 if __name__ == "__main__":

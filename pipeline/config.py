@@ -22,7 +22,9 @@ HEAD_DEFAULTS = {
     "regularization_losses": [],
 }
 COLUMN_DEFAULTS = {"logits": "logits", "label": "label", "weight": None}
-TOP_LEVEL = ("head", "columns")
+INVALID_ROWS_DEFAULTS = {"policy": "fail", "max_fraction": 0.0}
+POLICIES = ("fail", "reject")
+TOP_LEVEL = ("head", "columns", "invalid_rows")
 
 
 class ConfigError(ValueError):
@@ -33,6 +35,12 @@ class ConfigError(ValueError):
 class EvalConfig:
     head: dict
     columns: dict
+    invalid_rows: dict = dataclasses.field(default_factory=lambda: dict(INVALID_ROWS_DEFAULTS))
+
+    @property
+    def rejects_rows(self):
+        """True when bad rows are set aside instead of stopping the job."""
+        return self.invalid_rows["policy"] == "reject"
 
     @property
     def weight_column(self):
@@ -42,7 +50,11 @@ class EvalConfig:
         return BinaryClassHead(**self.head)
 
     def as_dict(self):
-        return {"head": dict(self.head), "columns": dict(self.columns)}
+        return {
+            "head": dict(self.head),
+            "columns": dict(self.columns),
+            "invalid_rows": dict(self.invalid_rows),
+        }
 
 
 def _check_keys(section, allowed, where):
@@ -101,7 +113,20 @@ def parse_config(raw):
     head["weight_column"] = head["weight_column"] or columns["weight"]
     columns["weight"] = head["weight_column"]
 
-    config = EvalConfig(head=head, columns=columns)
+    invalid_rows = dict(INVALID_ROWS_DEFAULTS)
+    invalid_raw = raw.get("invalid_rows") or {}
+    _check_keys(invalid_raw, tuple(INVALID_ROWS_DEFAULTS), "invalid_rows")
+    invalid_rows.update(invalid_raw)
+    if invalid_rows["policy"] not in POLICIES:
+        raise ConfigError(
+            f"invalid_rows.policy: must be one of {', '.join(POLICIES)}, got {invalid_rows['policy']!r}"
+        )
+    fraction = invalid_rows["max_fraction"]
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
+        raise ConfigError(f"invalid_rows.max_fraction: must be a number in [0, 1], got {fraction!r}")
+    invalid_rows["max_fraction"] = float(fraction)
+
+    config = EvalConfig(head=head, columns=columns, invalid_rows=invalid_rows)
     try:
         config.build_head()
     except ValueError as e:

@@ -6,6 +6,12 @@ import uuid
 from apache_beam.io.filesystems import FileSystems
 
 METRICS_FILE = "metrics.json"
+# Outputs written by Beam sinks: staged first, moved into place on success.
+STAGED_OUTPUTS = ("predictions", "rejected")
+
+
+class OutputCheckError(ValueError):
+    """The run's counts do not allow writing results."""
 
 
 def join(directory, *names):
@@ -29,23 +35,64 @@ def read_json(path):
         return json.loads(f.read().decode("utf-8"))
 
 
+def staging_dir(output_dir, run_id):
+    return join(output_dir, f".staging-{run_id}")
+
+
 def metrics_document(result, run_info):
     """The metrics.json document (SPEC §7) from the CombineFn's output."""
-    return {
-        "metrics": result["metrics"],
-        "example_count": result["example_count"],
-        "weighted_example_count": result["weighted_example_count"],
-        "slices": [],
-        "run": run_info,
-    }
+    counts = {k: v for k, v in result.items() if k != "metrics"}
+    return {"metrics": result["metrics"], **counts, "slices": [], "run": run_info}
+
+
+def check_counts(document, max_fraction):
+    """Every row read is evaluated or rejected; rejections within the limit."""
+    read, evaluated = document["rows_read"], document["rows_evaluated"]
+    rejected = document["rows_rejected"]
+    if read != evaluated + rejected:
+        raise OutputCheckError(
+            f"rows do not reconcile: read {read} != evaluated {evaluated} + rejected {rejected}"
+        )
+    if rejected > max_fraction * read:
+        reasons = "; ".join(f"{k}: {v}" for k, v in document["rejected_by_reason"].items())
+        raise OutputCheckError(
+            f"{rejected} of {read} rows rejected ({rejected / read:.4%}), more than "
+            f"invalid_rows.max_fraction {max_fraction:g}: {reasons}"
+        )
+
+
+def commit(document, output_dir, staging, max_fraction, staged_files=()):
+    """The run's last step: check, move staged outputs into place, write metrics.json.
+
+    Until this runs, a directory holding an earlier run's outputs is untouched;
+    metrics.json is written last, so it exists only for a complete run.
+    """
+    check_counts(document, max_fraction)
+    for name in STAGED_OUTPUTS:
+        final_dir = join(output_dir, name)
+        staged = sorted(f for f in staged_files if f.startswith(join(staging, name) + "/"))
+        if not staged:
+            continue
+        old = [m.path for m in FileSystems.match([join(final_dir, "*")])[0].metadata_list]
+        if old:
+            FileSystems.delete(old)
+        elif not FileSystems.exists(final_dir):
+            FileSystems.mkdirs(final_dir)  # local disks need it; object stores ignore it
+        FileSystems.rename(staged, [join(final_dir, f.rsplit("/", 1)[1]) for f in staged])
+    path = write_json_atomically(join(output_dir, METRICS_FILE), document)
+    remove_staging(staging)
+    return path
+
+
+def remove_staging(staging):
+    if FileSystems.exists(staging):
+        FileSystems.delete([staging])
 
 
 def format_table(document):
     """The metrics as a two-column text table, for the terminal."""
-    rows = list(document["metrics"].items()) + [
-        ("example_count", document["example_count"]),
-        ("weighted_example_count", document["weighted_example_count"]),
-    ]
+    counts = ("example_count", "weighted_example_count", "rows_read", "rows_rejected")
+    rows = list(document["metrics"].items()) + [(k, document[k]) for k in counts]
     width = max(len(k) for k, _ in rows)
     lines = [f"{'metric'.ljust(width)}  value", f"{'-' * width}  {'-' * 12}"]
     for key, value in rows:

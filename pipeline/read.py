@@ -14,6 +14,7 @@ row in that file, which bad-input errors need.
   ReadFromTFRecord is several times slower here.
 """
 
+import re
 import typing
 
 import apache_beam as beam
@@ -27,11 +28,27 @@ FORMATS = ("parquet", "tfrecord")
 
 
 class SourceBatch(typing.NamedTuple):
-    """A record batch and where it came from."""
+    """A record batch and where it came from, or why a file could not be read.
+
+    A file that fails to read yields one SourceBatch with `batch` None and
+    `error` set (`first_row`: rows of that read range that came before the
+    failure); the evaluation step then fails the job or reports the file,
+    as the config's invalid_rows policy says.
+    """
 
     path: str
     first_row: int  # index in the file of the batch's first row
-    batch: object  # pyarrow.RecordBatch
+    batch: object  # pyarrow.RecordBatch, or None with `error`
+    error: typing.Optional[str] = None
+
+
+class ReadRange(typing.NamedTuple):
+    """Whole row groups of one Parquet file: rows [first_row, first_row + num_rows)."""
+
+    path: str
+    row_groups: tuple
+    first_row: int
+    num_rows: int
 
 
 class InputError(ValueError):
@@ -73,34 +90,38 @@ def _open_parquet(path):
 
 
 class SplitParquetFile(beam.DoFn):
-    """path -> (path, row_group_indices, first_row) ranges of whole row groups."""
+    """path -> ReadRanges of whole row groups, from the footer alone."""
 
     def process(self, path):
         try:
             metadata = _open_parquet(path).metadata
-        except Exception as e:
-            raise InputError(f"{path}: not a readable Parquet file: {e}") from e
+        except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ...
+            yield SourceBatch(path, 0, None, f"not a readable Parquet file: {e}")
+            return
         groups, first_row, rows = [], 0, 0
         for index in range(metadata.num_row_groups):
             groups.append(index)
             rows += metadata.row_group(index).num_rows
             if rows >= RANGE_ROWS:
-                yield path, groups, first_row
+                yield ReadRange(path, tuple(groups), first_row, rows)
                 first_row += rows
                 groups, rows = [], 0
         if groups:
-            yield path, groups, first_row
+            yield ReadRange(path, tuple(groups), first_row, rows)
 
 
 class ReadParquetRange(beam.DoFn):
-    """(path, row_groups, first_row) -> SourceBatch of the needed columns."""
+    """ReadRange -> SourceBatch of the needed columns (all when None)."""
 
     def __init__(self, columns, batch_size=DEFAULT_BATCH_SIZE):
         self._columns = list(columns)
         self._batch_size = batch_size
 
     def process(self, element):
-        path, row_groups, first_row = element
+        if isinstance(element, SourceBatch):  # the file's footer was unreadable
+            yield element
+            return
+        path, row = element.path, element.first_row
         try:
             parquet_file = _open_parquet(path)
             columns = None  # all of them
@@ -109,12 +130,20 @@ class ReadParquetRange(beam.DoFn):
                 names = set(parquet_file.schema_arrow.names)
                 columns = [c for c in self._columns if c in names]
             for batch in parquet_file.iter_batches(
-                batch_size=self._batch_size, row_groups=row_groups, columns=columns
+                batch_size=self._batch_size, row_groups=list(element.row_groups), columns=columns
             ):
-                yield SourceBatch(path, first_row, batch)
-                first_row += batch.num_rows
-        except (OSError, ValueError) as e:
-            raise InputError(f"{path}: cannot read Parquet row groups {row_groups}: {e}") from e
+                yield SourceBatch(path, row, batch)
+                row += batch.num_rows
+        except Exception as e:  # a truncated or corrupt row group
+            yield SourceBatch(path, row, None, f"cannot read Parquet row groups {list(element.row_groups)}: {e}")
+            return
+        if row - element.first_row != element.num_rows:
+            # Never lose rows silently: the footer said how many there are.
+            yield SourceBatch(
+                path, row, None,
+                f"read {row - element.first_row} rows of row groups {list(element.row_groups)}, "
+                f"the footer says {element.num_rows}",
+            )
 
 
 class ReadTFRecordFile(beam.DoFn):
@@ -143,23 +172,30 @@ class ReadTFRecordFile(beam.DoFn):
                 batch = self._decoder.DecodeBatch(records.tolist())
                 yield SourceBatch(path, first_row, batch)
                 first_row += batch.num_rows
-        except (tf.errors.OpError, RuntimeError, ValueError) as e:
+        except Exception as e:  # DataLossError (bad CRC, truncated), decode errors
             message = getattr(e, "message", None) or str(e)
-            raise InputError(
-                f"{path}: cannot read TFRecord after record {first_row}: {message}"
-            ) from e
+            # Drop TF's op plumbing ({{function_node ...}}, [Op:...] name:).
+            message = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\].*$", "", message)
+            yield SourceBatch(
+                path, first_row, None,
+                f"cannot read TFRecord from record {first_row} on: {message.strip()}",
+            )
 
 
 def first_batch(path, file_format):
     """The first row of a file as a record batch, read as the pipeline reads it."""
     if file_format == "parquet":
+        metadata = _open_parquet(path).metadata
+        first_group = ReadRange(path, (0,), 0, metadata.row_group(0).num_rows if metadata.num_row_groups else 0)
         reader = ReadParquetRange(columns=None, batch_size=1)
-        sources = reader.process((path, [0], 0)) if _open_parquet(path).num_row_groups else []
+        sources = reader.process(first_group) if metadata.num_row_groups else []
     else:
         reader = ReadTFRecordFile(batch_size=1)
         reader.setup()
         sources = reader.process(path)
     for source in sources:
+        if source.error:
+            raise InputError(f"{path}: {source.error}")
         return source.batch
     return None
 
