@@ -157,6 +157,10 @@ class MetricState:
     def totals(self):
         return self.hi + self.lo
 
+    @property
+    def weighted_example_count(self):
+        return float(self.totals()[_WEIGHT])
+
     def results(self):
         """Metric values under unsuffixed metric_keys names, plus loss_sum."""
         s = self.totals()

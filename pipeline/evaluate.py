@@ -191,20 +191,13 @@ class RowCounts:
         self.negative_weights = 0
         self.unreadable = []
 
-    def add(self, outcome):
-        self.rows_read += outcome.rows_read
-        self.rows_evaluated += outcome.rows_evaluated
-        self.rejected.update(outcome.rejected)
-        self.negative_weights += outcome.negative_weights
-        self.unreadable.extend(outcome.unreadable)
-        return self
-
-    def merge(self, other):
-        self.rows_read += other.rows_read
-        self.rows_evaluated += other.rows_evaluated
-        self.rejected.update(other.rejected)
-        self.negative_weights += other.negative_weights
-        self.unreadable.extend(other.unreadable)
+    def add(self, counts):
+        """Adds a BatchOutcome's or another RowCounts' counts (same fields)."""
+        self.rows_read += counts.rows_read
+        self.rows_evaluated += counts.rows_evaluated
+        self.rejected.update(counts.rejected)
+        self.negative_weights += counts.negative_weights
+        self.unreadable.extend(counts.unreadable)
         return self
 
     def as_dict(self):
@@ -248,7 +241,7 @@ class HeadMetricsCombineFn(beam.CombineFn):
         state, counts = next(accumulators)
         for other_state, other_counts in accumulators:
             state.merge(other_state)
-            counts.merge(other_counts)
+            counts.add(other_counts)
         return state, counts
 
     def extract_output(self, accumulator):
@@ -256,7 +249,7 @@ class HeadMetricsCombineFn(beam.CombineFn):
         return {
             "metrics": self._get_head().results(state),
             "example_count": int(state.example_count),
-            "weighted_example_count": float(state.totals()[0]),
+            "weighted_example_count": state.weighted_example_count,
             **counts.as_dict(),
         }
 

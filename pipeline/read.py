@@ -114,7 +114,7 @@ class ReadParquetRange(beam.DoFn):
     """ReadRange -> SourceBatch of the needed columns (all when None)."""
 
     def __init__(self, columns, batch_size=DEFAULT_BATCH_SIZE):
-        self._columns = list(columns)
+        self._columns = None if columns is None else list(columns)
         self._batch_size = batch_size
 
     def process(self, element):
