@@ -49,11 +49,13 @@ def list_lengths(array):
     return pc.list_value_length(array).fill_null(-1).to_numpy(zero_copy_only=False)
 
 
-def column_values(batch, name, role, allow_string=False):
+def column_values(batch, name, role, allow_string=False, width=None):
     """A column of `batch` as numpy: shape [n] for scalars, [n, D] for lists.
 
     `role` ('logits', 'labels', 'weights') names the column in errors.
     Length-1 lists are scalars: tf.Example has no other way to hold one.
+    `width` is the list length every row must have (1: one value per row);
+    None takes the batch's first row, which only suits a single batch.
     """
     index = batch.schema.get_field_index(name)
     if index < 0:
@@ -69,7 +71,12 @@ def column_values(batch, name, role, allow_string=False):
         expected = "strings or numbers" if allow_string else "numbers"
         _reject(_all_rows(batch), column, f"wrong type: expected {expected} or a list of them",
                 f"column has type {array.type}")
+    if width is None:
+        width = int(lengths[0]) if lengths is not None and len(lengths) else 1
     if lengths is None:
+        if width != 1:
+            _reject(_all_rows(batch), column, "list length does not match the data set's",
+                    f"one value per row, expected lists of {width}")
         return array.to_numpy(zero_copy_only=False)
     values = array.flatten()
     if values.null_count:
@@ -78,33 +85,47 @@ def column_values(batch, name, role, allow_string=False):
         bad = np.zeros(batch.num_rows, dtype=bool)
         bad[owner[values.is_null().to_numpy(zero_copy_only=False)]] = True
         _reject(bad, column, "list holds a missing (null) value")
-    width = lengths[0] if len(lengths) else 1
-    if (lengths != width).any():
-        _reject(lengths != width, column, "list length differs from the batch's first row",
-                f"the first row has {width}")
-    if width == 0:
-        _reject(lengths == 0, column, "list is empty")
+    wrong = lengths != width
+    if wrong.any():
+        _reject(wrong, column, "list length does not match the data set's",
+                f"expected {width}, this row has {lengths[wrong][0]}")
     flat = values.to_numpy(zero_copy_only=False)
     if width == 1:
         return flat
     return flat.reshape(len(lengths), width)
 
 
-def head_inputs(batch, logits_column, label_column, weight_column=None):
-    """(logits [n,1] or [n,D,1], labels, weights or None) from one batch."""
-    logits = column_values(batch, logits_column, "logits")
-    labels = column_values(batch, label_column, "labels", allow_string=True)
-    weights = column_values(batch, weight_column, "weights") if weight_column else None
-    width = logits.shape[1] if logits.ndim == 2 else 1
-    label_width = labels.shape[1] if labels.ndim == 2 else 1
-    if label_width != width:
-        _reject(np.ones(len(labels), dtype=bool), f"labels ({label_column})",
-                "list length does not match the logits'",
-                f"labels have {label_width}, logits {width}")
-    if weights is not None and weights.ndim == 2 and weights.shape[1] != width:
-        _reject(np.ones(len(weights), dtype=bool), f"weights ({weight_column})",
-                "list length does not match the logits'",
-                f"weights have {weights.shape[1]}, logits {width}")
+def input_widths(batch, logits_column, weight_column=None):
+    """List lengths of the logits and weight columns in a batch's first row.
+
+    Fixed once per data set (from its first row), so every batch is checked
+    against the same shape whatever the batching.
+    """
+    logits = column_values(batch.slice(0, 1), logits_column, "logits")
+    widths = {"logits": logits.shape[1] if logits.ndim == 2 else 1, "weights": 1}
+    if weight_column:
+        weights = column_values(batch.slice(0, 1), weight_column, "weights")
+        widths["weights"] = weights.shape[1] if weights.ndim == 2 else 1
+    return widths
+
+
+def head_inputs(batch, logits_column, label_column, weight_column=None, widths=None):
+    """(logits [n,1] or [n,D,1], labels, weights or None) from one batch.
+
+    `widths` ({'logits': D, 'weights': 1 or D}, from input_widths) is the
+    data set's shape; without it, this batch's first row sets it.
+    """
+    widths = widths or input_widths(batch, logits_column, weight_column)
+    width = widths["logits"]
+    logits = column_values(batch, logits_column, "logits", width=width)
+    labels = column_values(batch, label_column, "labels", allow_string=True, width=width)
+    weights = None
+    if weight_column:
+        if widths["weights"] not in (1, width):
+            _reject(_all_rows(batch), f"weights ({weight_column})",
+                    "list length does not match the logits'",
+                    f"weights have {widths['weights']}, logits {width}")
+        weights = column_values(batch, weight_column, "weights", width=widths["weights"])
     return logits[..., np.newaxis], labels, weights
 
 

@@ -242,6 +242,8 @@ class BinaryClassHead:
             missing = ids < 0
             if missing.any():
                 value = _first_value(labels, missing)
+                if isinstance(value, bytes):  # tf.Example bytes_list
+                    value = value.decode("utf-8", "replace")
                 raise BadInputError(
                     "labels", _bad_rows(missing), "Labels must be >= 0",
                     f"label {value!r} is not in label_vocabulary {list(self.label_vocabulary)}",

@@ -16,7 +16,8 @@ from pipeline.evaluate import (
     HeadMetricsCombineFn,
     prediction_schema_fields,
 )
-from head.arrow import column_values
+from head import BadInputError
+from head.arrow import column_values, input_widths
 from pipeline.read import DEFAULT_BATCH_SIZE, InputError, ReadBatches, first_batch
 
 
@@ -69,8 +70,9 @@ def build(
     batches = p | "Read" >> ReadBatches(
         paths, file_format, None if needs_all else columns, batch_size
     )
+    widths = data_set_widths(paths, file_format, config)
     evaluated = batches | "Evaluate" >> beam.ParDo(
-        EvaluateBatch(config, prediction_keys, passthrough)
+        EvaluateBatch(config, widths, prediction_keys, passthrough)
     ).with_outputs(PREDICTIONS_TAG, REJECTED_TAG, main="outcomes")
 
     written = []
@@ -100,6 +102,26 @@ def _write_parquet(tables, staging, name, schema):
     return tables | f"Write{name.title()}" >> beam.io.WriteToParquetBatched(
         output.join(staging, name, name), schema=schema, file_name_suffix=".parquet"
     )
+
+
+def data_set_widths(paths, file_format, config):
+    """The list lengths every row must have, from the first row of the input.
+
+    None when no file has a readable row: then there is nothing to check, or
+    each bad file is reported when it is read.
+    """
+    for path in paths:
+        try:
+            batch = first_batch(path, file_format)
+        except InputError:
+            continue  # unreadable: reported (or fatal) when the pipeline reads it
+        if batch is None:
+            continue
+        try:
+            return input_widths(batch, config.columns["logits"], config.weight_column)
+        except BadInputError:
+            return None  # a bad first row: it is named when its batch is evaluated
+    return None
 
 
 def predictions_schema(first_path, file_format, config, prediction_keys, passthrough):

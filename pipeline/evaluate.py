@@ -61,8 +61,9 @@ class EvaluateBatch(beam.DoFn):
     columns on the 'predictions' output.
     """
 
-    def __init__(self, config, prediction_keys=(), passthrough=()):
+    def __init__(self, config, widths=None, prediction_keys=(), passthrough=()):
         self._config = config
+        self._widths = widths  # the data set's list lengths, from its first row
         self._prediction_keys = tuple(prediction_keys)
         self._passthrough = tuple(passthrough)
         counter = lambda name: beam.metrics.Metrics.counter(COUNTER_NAMESPACE, name)  # noqa: E731
@@ -86,7 +87,7 @@ class EvaluateBatch(beam.DoFn):
     def _evaluate(self, batch):
         columns = self._config.columns
         logits, labels, weights = head_inputs(
-            batch, columns["logits"], columns["label"], columns["weight"]
+            batch, columns["logits"], columns["label"], columns["weight"], self._widths
         )
         features = {}
         if self._wants_features:
