@@ -7,6 +7,7 @@ and metric keys. It has no TensorFlow or Beam dependency; `loss_fn` may use
 TensorFlow ops if the user wants.
 """
 
+import functools
 import importlib
 import inspect
 
@@ -55,17 +56,21 @@ class BadInputError(ValueError):
 
 
 def _fn_args(fn):
-    """Argument names like tensorflow's function_utils.fn_args."""
-    target = fn.func if hasattr(fn, "func") and hasattr(fn, "keywords") else fn
-    params = inspect.signature(target).parameters.values()
-    names = tuple(
-        p.name
-        for p in params
-        if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-    )
-    if hasattr(fn, "keywords") and fn is not target:
-        names = tuple(n for n in names if n not in (fn.keywords or {}))
-    return names
+    """Argument names as tensorflow's function_utils.fn_args sees them.
+
+    Positional-or-keyword arguments only (not keyword-only ones); for a
+    functools.partial, without the arguments it already binds; for a bound
+    method or a callable object, without `self`.
+    """
+    if isinstance(fn, functools.partial):
+        args = _fn_args(fn.func)[len(fn.args):]
+        return tuple(a for a in args if a not in (fn.keywords or {}))
+    if not inspect.isfunction(fn) and not inspect.ismethod(fn) and hasattr(fn, "__call__"):
+        fn = fn.__call__
+    args = inspect.getfullargspec(fn).args
+    if inspect.ismethod(fn) and args:
+        args = args[1:]
+    return tuple(args)
 
 
 def import_loss_fn(path):
