@@ -18,7 +18,13 @@ from pipeline.evaluate import (
 )
 from head import BadInputError
 from head.arrow import column_values, input_widths
-from pipeline.read import DEFAULT_BATCH_SIZE, InputError, ReadBatches, first_batch
+from pipeline.read import (
+    DEFAULT_BATCH_SIZE,
+    InputError,
+    ReadBatches,
+    dense_feature_spec,
+    first_batch,
+)
 
 
 def _version(package):
@@ -67,10 +73,14 @@ def build(
         columns.append(config.weight_column)
     columns += [c for c in passthrough if c not in columns]
     needs_all = "features" in getattr(config.build_head(), "_loss_fn_args", ())
+    first_row = first_row_of_data_set(paths, file_format)
+    widths = data_set_widths(first_row, config)
+    feature_spec = None
+    if file_format == "tfrecord" and first_row is not None and not needs_all:
+        feature_spec = dense_feature_spec(first_row, columns)
     batches = p | "Read" >> ReadBatches(
-        paths, file_format, None if needs_all else columns, batch_size
+        paths, file_format, None if needs_all else columns, batch_size, feature_spec
     )
-    widths = data_set_widths(paths, file_format, config)
     evaluated = batches | "Evaluate" >> beam.ParDo(
         EvaluateBatch(config, widths, prediction_keys, passthrough)
     ).with_outputs(PREDICTIONS_TAG, REJECTED_TAG, main="outcomes")
@@ -104,24 +114,30 @@ def _write_parquet(tables, staging, name, schema):
     )
 
 
-def data_set_widths(paths, file_format, config):
-    """The list lengths every row must have, from the first row of the input.
-
-    None when no file has a readable row: then there is nothing to check, or
-    each bad file is reported when it is read.
-    """
+def first_row_of_data_set(paths, file_format):
+    """The first row of the first file that has a readable one, or None."""
     for path in paths:
         try:
             batch = first_batch(path, file_format)
-        except InputError:
+        except Exception:  # InputError, ArrowInvalid, OSError: as SplitParquetFile catches
             continue  # unreadable: reported (or fatal) when the pipeline reads it
-        if batch is None:
-            continue
-        try:
-            return input_widths(batch, config.columns["logits"], config.weight_column)
-        except BadInputError:
-            return None  # a bad first row: it is named when its batch is evaluated
+        if batch is not None:
+            return batch
     return None
+
+
+def data_set_widths(first_row, config):
+    """The list lengths every row must have, from the data set's first row.
+
+    None when there is no readable row (nothing to check) or the first row
+    is itself bad: it is named when its batch is evaluated.
+    """
+    if first_row is None:
+        return None
+    try:
+        return input_widths(first_row, config.columns["logits"], config.weight_column)
+    except BadInputError:
+        return None
 
 
 def predictions_schema(first_path, file_format, config, prediction_keys, passthrough):

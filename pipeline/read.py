@@ -18,8 +18,12 @@ import re
 import typing
 
 import apache_beam as beam
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
+
+from pipeline.evaluate import COUNTER_NAMESPACE
 
 DEFAULT_BATCH_SIZE = 65536
 # Row groups are grouped into read ranges of about this many rows.
@@ -116,6 +120,7 @@ class ReadParquetRange(beam.DoFn):
     def __init__(self, columns, batch_size=DEFAULT_BATCH_SIZE):
         self._columns = None if columns is None else list(columns)
         self._batch_size = batch_size
+        self._input_bytes = beam.metrics.Metrics.counter(COUNTER_NAMESPACE, "input_bytes")
 
     def process(self, element):
         if isinstance(element, SourceBatch):  # the file's footer was unreadable
@@ -144,13 +149,38 @@ class ReadParquetRange(beam.DoFn):
                 f"read {row - element.first_row} rows of row groups {list(element.row_groups)}, "
                 f"the footer says {element.num_rows}",
             )
+            return
+        self._input_bytes.inc(_compressed_bytes(parquet_file.metadata, element.row_groups, columns))
+
+
+def _compressed_bytes(metadata, row_groups, columns):
+    """Stored (compressed) bytes of the column chunks read (all columns when None)."""
+    wanted = None if columns is None else set(columns)
+    total = 0
+    for index in row_groups:
+        group = metadata.row_group(index)
+        for j in range(group.num_columns):
+            chunk = group.column(j)
+            if wanted is None or chunk.path_in_schema.split(".")[0] in wanted:
+                total += chunk.total_compressed_size
+    return total
 
 
 class ReadTFRecordFile(beam.DoFn):
-    """path -> SourceBatch of decoded tf.train.Examples (all features)."""
+    """path -> SourceBatch of decoded tf.train.Examples.
 
-    def __init__(self, batch_size=DEFAULT_BATCH_SIZE):
+    With a `feature_spec` ({name: (dtype, length)}, see dense_feature_spec)
+    each batch is parsed by tf.io.parse_example into dense columns, about
+    2.5x faster than the general decoder; a batch that does not fit the spec
+    (a missing feature, another length or type) is decoded by tfx-bsl's
+    ExamplesToRecordBatchDecoder instead, so the evaluation can name the bad
+    row. Without a spec every batch is decoded that way, with all features.
+    """
+
+    def __init__(self, batch_size=DEFAULT_BATCH_SIZE, feature_spec=None):
         self._batch_size = batch_size
+        self._feature_spec = dict(feature_spec) if feature_spec else None
+        self._input_bytes = beam.metrics.Metrics.counter(COUNTER_NAMESPACE, "input_bytes")
 
     def setup(self):
         # Imported here: only the TFRecord path pays for TensorFlow.
@@ -159,17 +189,38 @@ class ReadTFRecordFile(beam.DoFn):
 
         self._tf = tf
         self._decoder = ExamplesToRecordBatchDecoder()
+        self._parse_spec = None
+        if self._feature_spec:
+            self._parse_spec = {
+                name: tf.io.FixedLenFeature([length], tf.as_dtype(dtype))
+                for name, (dtype, length) in self._feature_spec.items()
+            }
+
+    def _decode(self, records):
+        tf = self._tf
+        if self._parse_spec is not None:
+            try:
+                parsed = tf.io.parse_example(records, self._parse_spec)
+            except tf.errors.InvalidArgumentError:
+                pass  # not this spec's shape: the general decoder shows where
+            else:
+                return pa.RecordBatch.from_pydict(
+                    {name: _dense_to_arrow(tensor.numpy()) for name, tensor in parsed.items()}
+                )
+        return self._decoder.DecodeBatch(records.numpy().tolist())
 
     def process(self, path):
         tf = self._tf
         compression = "GZIP" if path.endswith(".gz") else ""
-        dataset = tf.data.TFRecordDataset(
-            path, compression_type=compression, buffer_size=8 << 20
-        ).batch(self._batch_size)
+        dataset = (
+            tf.data.TFRecordDataset(path, compression_type=compression, buffer_size=8 << 20)
+            .batch(self._batch_size)
+            .prefetch(1)  # read the next batch while this one is evaluated
+        )
         first_row = 0
         try:
-            for records in dataset.as_numpy_iterator():
-                batch = self._decoder.DecodeBatch(records.tolist())
+            for records in dataset:
+                batch = self._decode(records)
                 yield SourceBatch(path, first_row, batch)
                 first_row += batch.num_rows
         except Exception as e:  # DataLossError (bad CRC, truncated), decode errors
@@ -180,6 +231,49 @@ class ReadTFRecordFile(beam.DoFn):
                 path, first_row, None,
                 f"cannot read TFRecord from record {first_row} on: {message.strip()}",
             )
+            return
+        self._input_bytes.inc(_file_size(path))
+
+
+def _dense_to_arrow(values):
+    """[n, length] from parse_example -> large_list<T>, as tfx-bsl decodes it.
+
+    Both decoding paths give the same Arrow types, so batches of either kind
+    mix freely downstream (predictions' passthrough columns, for one).
+    """
+    rows, length = values.shape
+    flat = values.reshape(-1)
+    array = pa.array(flat, type=pa.large_binary()) if flat.dtype == object else pa.array(flat)
+    offsets = pa.array(np.arange(0, rows * length + 1, length, dtype=np.int64))
+    return pa.LargeListArray.from_arrays(offsets, array)
+
+
+def dense_feature_spec(batch, columns):
+    """{name: (dtype, length)} of `columns` from a decoded first row, or None.
+
+    None when a column is missing there or is not one list of numbers or
+    bytes: such data is decoded by the general decoder throughout.
+    """
+    dtypes = {pa.float32(): "float32", pa.int64(): "int64", pa.large_binary(): "string"}
+    spec = {}
+    for name in columns:
+        index = batch.schema.get_field_index(name)
+        if index < 0:
+            return None
+        column = batch.column(index)
+        dtype = dtypes.get(getattr(column.type, "value_type", None))
+        length = len(column[0].values) if column.is_valid()[0].as_py() else 0
+        if dtype is None or length == 0:
+            return None
+        spec[name] = (dtype, length)
+    return spec
+
+
+def _file_size(path):
+    try:
+        return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+    except Exception:  # the counter is informative; never fail a read for it
+        return 0
 
 
 def first_batch(path, file_format):
@@ -203,12 +297,13 @@ def first_batch(path, file_format):
 class ReadBatches(beam.PTransform):
     """Matched file paths -> PCollection of SourceBatch."""
 
-    def __init__(self, paths, file_format, columns, batch_size=DEFAULT_BATCH_SIZE):
+    def __init__(self, paths, file_format, columns, batch_size=DEFAULT_BATCH_SIZE, feature_spec=None):
         super().__init__()
         self._paths = list(paths)
         self._format = file_format
         self._columns = columns
         self._batch_size = batch_size
+        self._feature_spec = feature_spec  # TFRecord: dense parsing of these columns
 
     def expand(self, pbegin):
         files = pbegin | "Files" >> beam.Create(self._paths)
@@ -224,5 +319,5 @@ class ReadBatches(beam.PTransform):
         return (
             files
             | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadTFRecord" >> beam.ParDo(ReadTFRecordFile(self._batch_size))
+            | "ReadTFRecord" >> beam.ParDo(ReadTFRecordFile(self._batch_size, self._feature_spec))
         )
