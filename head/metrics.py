@@ -71,6 +71,39 @@ def auc_bucket_indices(predictions):
     return np.maximum(scaled, np.float32(0.0)).astype(np.intp)
 
 
+# Label categories: Precision/Recall/AUC cast y_true to bool (any non-zero
+# label is a positive, even a soft one); Accuracy compares values exactly, so
+# only labels of exactly 0 or 1 can be correct.
+_ZERO, _ONE, _SOFT = range(3)
+
+
+def _label_category(labels):
+    category = np.full(labels.shape, _SOFT, dtype=np.intp)
+    category[labels == 0] = _ZERO
+    category[labels == 1] = _ONE
+    return category
+
+
+def _histogram(bins, num_bins, category, weights):
+    """[num_bins, 3]: summed weights by (bin, label category)."""
+    flat = np.bincount(bins * 3 + category, weights=weights, minlength=3 * num_bins)
+    return flat.reshape(num_bins, 3)
+
+
+def _confusion(histogram):
+    """(tp, fp, fn, correct) of `prediction = bin > r` for each cut r.
+
+    For the r-th cut, examples in bins above r are predicted positive.
+    """
+    above = np.cumsum(histogram[::-1], axis=0)[::-1]
+    total, above = above[0], above[1:]
+    tp = above[:, _ONE] + above[:, _SOFT]
+    fp = above[:, _ZERO]
+    fn = (total[_ONE] + total[_SOFT]) - tp
+    correct = above[:, _ONE] + (total[_ZERO] - fp)
+    return tp, fp, fn, correct
+
+
 class MetricState:
     """Weighted sums for every metric of one head; merges by addition."""
 
@@ -99,7 +132,10 @@ class MetricState:
     def add(self, batch, thresholds):
         """Mirrors `update_metrics` for one EvaluatedBatch.
 
-        `thresholds` is the head's float32 threshold array.
+        `thresholds` is the head's float32 threshold array. Every
+        confusion-matrix metric is a weighted histogram over (bin, label
+        category): bins are class_ids, the thresholds' intervals, and the AUC
+        buckets. No BLAS calls: OpenBLAS threads spin on a loaded machine.
         """
         n = len(batch)
         if n == 0:
@@ -107,41 +143,36 @@ class MetricState:
         labels = batch.labels
         weights = batch.weights.astype(np.float64)
         probabilities = batch.logistic
-        class_ids = (batch.logits > 0).astype(np.float32)
-        # Precision/Recall/AUC cast y_true to bool: any non-zero label is a
-        # positive, even a soft one. Accuracy compares values exactly.
-        label_is_pos = labels != 0
-        positive_weight = np.where(label_is_pos, weights, 0.0)
-        negative_weight = weights - positive_weight
-        class_pos = class_ids == 1
+        category = _label_category(labels)
 
         delta = np.zeros_like(self.hi)
         delta[_WEIGHT] = weights.sum()
-        delta[_LOSS] = np.dot(weights, batch.unweighted_loss.astype(np.float64))
-        delta[_CORRECT] = weights[labels == class_ids].sum()
-        delta[_PREDICTION] = np.dot(weights, probabilities.astype(np.float64))
-        delta[_LABEL] = np.dot(weights, labels.astype(np.float64))
-        delta[_CLASS_TP] = positive_weight[class_pos].sum()
-        delta[_CLASS_FP] = negative_weight[class_pos].sum()
-        delta[_CLASS_FN] = positive_weight[~class_pos].sum()
+        delta[_LOSS] = (weights * batch.unweighted_loss).sum()
+        delta[_PREDICTION] = (weights * probabilities).sum()
+        delta[_LABEL] = (weights * labels).sum()
 
-        # AUC: one weighted histogram over (bucket, is_positive).
-        buckets = auc_bucket_indices(probabilities)
-        histogram = np.bincount(
-            buckets * 2 + label_is_pos, weights=weights, minlength=2 * AUC_NUM_THRESHOLDS
-        )
-        delta[_AUC_START:_AUC_START + AUC_NUM_THRESHOLDS] = histogram[1::2]
-        delta[_AUC_START + AUC_NUM_THRESHOLDS:_AUC_START + 2 * AUC_NUM_THRESHOLDS] = (
-            histogram[0::2]
-        )
+        # class_ids = (logit > 0), compared at Precision's default 0.5.
+        class_ids = (batch.logits > 0).astype(np.intp)
+        tp, fp, fn, correct = _confusion(_histogram(class_ids, 2, category, weights))
+        delta[_CLASS_TP], delta[_CLASS_FP], delta[_CLASS_FN] = tp[0], fp[0], fn[0]
+        delta[_CORRECT] = correct[0]
 
-        accuracy, tp, fp, fn = (delta[self._threshold_slice(i)] for i in range(4))
-        for i, threshold in enumerate(thresholds):
-            predicted = probabilities > threshold
-            accuracy[i] = weights[labels == predicted.astype(np.float32)].sum()
-            tp[i] = positive_weight[predicted].sum()
-            fp[i] = negative_weight[predicted].sum()
-            fn[i] = positive_weight[~predicted].sum()
+        # logistic > t <=> more than r of the sorted thresholds lie below it.
+        if len(thresholds):
+            order = np.argsort(thresholds, kind="stable")
+            bins = np.searchsorted(thresholds[order], probabilities, side="left")
+            tp, fp, fn, correct = _confusion(
+                _histogram(bins, len(thresholds) + 1, category, weights)
+            )
+            for which, values in enumerate((correct, tp, fp, fn)):
+                delta[self._threshold_slice(which)][order] = values
+
+        # AUC buckets: weights of positives (label != 0) and negatives.
+        by_bucket = _histogram(
+            auc_bucket_indices(probabilities), AUC_NUM_THRESHOLDS, category, weights
+        )
+        delta[_AUC_START:_AUC_START + AUC_NUM_THRESHOLDS] = by_bucket[:, 1] + by_bucket[:, 2]
+        delta[_AUC_START + AUC_NUM_THRESHOLDS:_AUC_START + 2 * AUC_NUM_THRESHOLDS] = by_bucket[:, 0]
 
         self._add_vector(delta, np.zeros_like(delta))
         self.example_count += n
