@@ -31,3 +31,14 @@ golden:
 
 clean:
 	rm -rf demo_output .pytest_cache
+
+# The benchmark (benchmarks/run_bench.py): pipeline vs a numpy reference vs
+# TFMA on generated data in bench_data/; results in bench_output/results.md
+# and results.json. `make bench BENCH_ARGS=--quick` is a smoke run; other
+# flags: --repeats N, --skip-tfma, --timeout S. Uses the existing .venv
+# (installs it only when missing).
+BENCH_ARGS ?=
+.PHONY: bench
+bench:
+	test -x $(PY) || $(MAKE) install
+	$(PY) benchmarks/run_bench.py $(BENCH_ARGS)
