@@ -99,12 +99,13 @@ def input_widths(batch, logits_column, weight_column=None):
     """List lengths of the logits and weight columns in a batch's first row.
 
     Fixed once per data set (from its first row), so every batch is checked
-    against the same shape whatever the batching.
+    against the same shape whatever the batching. Rows of `batch` that do not
+    match its first row raise BadInputError (with a mask over all its rows).
     """
-    logits = column_values(batch.slice(0, 1), logits_column, "logits")
+    logits = column_values(batch, logits_column, "logits")
     widths = {"logits": logits.shape[1] if logits.ndim == 2 else 1, "weights": 1}
     if weight_column:
-        weights = column_values(batch.slice(0, 1), weight_column, "weights")
+        weights = column_values(batch, weight_column, "weights")
         widths["weights"] = weights.shape[1] if weights.ndim == 2 else 1
     return widths
 

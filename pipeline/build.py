@@ -87,7 +87,7 @@ def build(
 
     written = []
     if prediction_keys:
-        schema = predictions_schema(paths[0], file_format, config, prediction_keys, passthrough)
+        schema = predictions_schema(first_row, config, prediction_keys, passthrough)
         written.append(_write_parquet(evaluated[PREDICTIONS_TAG], staging, "predictions", schema))
     if config.rejects_rows:
         written.append(_write_parquet(evaluated[REJECTED_TAG], staging, "rejected", REJECTED_SCHEMA))
@@ -140,17 +140,16 @@ def data_set_widths(first_row, config):
         return None
 
 
-def predictions_schema(first_path, file_format, config, prediction_keys, passthrough):
-    """Arrow schema of the predictions output, from the first input row."""
-    batch = first_batch(first_path, file_format)
-    if batch is None:
-        raise InputError(f"{first_path}: has no rows to take the predictions' schema from")
+def predictions_schema(first_row, config, prediction_keys, passthrough):
+    """Arrow schema of the predictions output, from the data set's first row."""
+    if first_row is None:
+        raise InputError("no input file has a readable row to take the predictions' schema from")
     for column in list(passthrough) + [config.columns["logits"]]:
-        if column not in batch.schema.names:
-            raise InputError(f"{first_path}: --passthrough column {column!r} is not in the input")
-    logits = column_values(batch, config.columns["logits"], "logits")
+        if column not in first_row.schema.names:
+            raise InputError(f"--passthrough column {column!r} is not in the input")
+    logits = column_values(first_row, config.columns["logits"], "logits")
     width = logits.shape[1] if logits.ndim == 2 else 1
     fields = prediction_schema_fields(
-        config.build_head(), prediction_keys, width, [batch.schema.field(c) for c in passthrough]
+        config.build_head(), prediction_keys, width, [first_row.schema.field(c) for c in passthrough]
     )
     return pa.schema(fields)

@@ -33,7 +33,8 @@ class InvalidRowError(ValueError):
     def __init__(self, path, row, column, reason, detail=None, count=1):
         self.path, self.row, self.column, self.reason = path, row, column, reason
         detail = f" ({detail})" if detail else ""
-        more = f"; {count - 1} more rows of this batch too" if count > 1 else ""
+        others = count - 1
+        more = f"; {others} more row{'s' if others > 1 else ''} of this batch too" if others else ""
         super().__init__(f"{path}, row {row}, column {column}: {reason}{detail}{more}")
 
 
@@ -156,10 +157,7 @@ class EvaluateBatch(beam.DoFn):
         bad = batch.filter(pa.array(error.rows))
         # The raw values of the rejected rows only (never the hot path), as JSON.
         wanted = [c for c in self._roles.values() if c and c in bad.schema.names]
-        values = [
-            json.dumps(row, default=repr)
-            for row in bad.select(wanted).to_pylist()
-        ]
+        values = [json.dumps(row, default=_json_value) for row in bad.select(wanted).to_pylist()]
         count = bad.num_rows
         return pa.table(
             [
@@ -178,6 +176,13 @@ class EvaluateBatch(beam.DoFn):
         for name in self._passthrough:
             arrays[name] = batch.column(batch.schema.get_field_index(name))
         return pa.table(arrays)
+
+
+def _json_value(value):
+    """tf.Example bytes as text; anything else JSON lacks as its repr."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return repr(value)
 
 
 class RowCounts:

@@ -71,12 +71,13 @@ def commit(document, output_dir, staging, max_fraction, staged_files=()):
     for name in STAGED_OUTPUTS:
         final_dir = join(output_dir, name)
         staged = sorted(f for f in staged_files if f.startswith(join(staging, name) + "/"))
-        if not staged:
-            continue
+        # An earlier run's files go, whether or not this run writes this kind.
         old = [m.path for m in FileSystems.match([join(final_dir, "*")])[0].metadata_list]
         if old:
             FileSystems.delete(old)
-        elif not FileSystems.exists(final_dir):
+        if not staged:
+            continue
+        if not FileSystems.exists(final_dir):
             FileSystems.mkdirs(final_dir)  # local disks need it; object stores ignore it
         FileSystems.rename(staged, [join(final_dir, f.rsplit("/", 1)[1]) for f in staged])
     path = write_json_atomically(join(output_dir, METRICS_FILE), document)

@@ -218,21 +218,36 @@ class ReadTFRecordFile(beam.DoFn):
             .prefetch(1)  # read the next batch while this one is evaluated
         )
         first_row = 0
+        consumed = 0  # bytes of the records read, with their 16 framing bytes
         try:
             for records in dataset:
                 batch = self._decode(records)
                 yield SourceBatch(path, first_row, batch)
                 first_row += batch.num_rows
+                consumed += int(tf.reduce_sum(tf.strings.length(records))) + 16 * batch.num_rows
         except Exception as e:  # DataLossError (bad CRC, truncated), decode errors
-            message = getattr(e, "message", None) or str(e)
-            # Drop TF's op plumbing ({{function_node ...}}, [Op:...] name:).
-            message = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\].*$", "", message)
             yield SourceBatch(
                 path, first_row, None,
-                f"cannot read TFRecord from record {first_row} on: {message.strip()}",
+                f"cannot read TFRecord from record {first_row} on: {_tf_error_text(e)}",
             )
             return
-        self._input_bytes.inc(_file_size(path))
+        size = _file_size(path)
+        if not compression and size is not None and consumed != size:
+            # tf.data ends quietly at a record header cut short: never lose it.
+            yield SourceBatch(
+                path, first_row, None,
+                f"{size - consumed} bytes after record {first_row - 1} are not a whole "
+                "record (truncated file?)",
+            )
+            return
+        self._input_bytes.inc(size or 0)
+
+
+def _tf_error_text(error):
+    """A TF error's message without its op plumbing."""
+    message = getattr(error, "message", None) or str(error)
+    message = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\].*$", "", message)
+    return re.sub(r"' failed with .*$", "", message).strip()
 
 
 def _dense_to_arrow(values):
@@ -272,8 +287,8 @@ def dense_feature_spec(batch, columns):
 def _file_size(path):
     try:
         return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
-    except Exception:  # the counter is informative; never fail a read for it
-        return 0
+    except Exception:  # a file system that cannot tell: the check is skipped
+        return None
 
 
 def first_batch(path, file_format):

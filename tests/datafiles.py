@@ -228,3 +228,33 @@ def loss_using_features(labels, logits, features, loss_reduction):
 
 def loss_with_wrong_args(labels, logits, temperature):
     return np.zeros_like(logits)
+
+
+# ---- rejected rows and TFRecord layout (tests/test_reject.py) --------------------
+
+
+def read_rejected(output_dir):
+    """Every row of OUTPUT/rejected/*.parquet as dicts, sorted by (source_file, row)."""
+    files = sorted(glob.glob(os.path.join(str(output_dir), "rejected", "*.parquet")))
+    assert files, f"no rejected rows written under {output_dir}"
+    rows = [r for f in files for r in pq.read_table(f).to_pylist()]
+    return sorted(rows, key=lambda r: (r["source_file"], r["row"]))
+
+
+def tfrecord_record_offsets(path):
+    """(offset, payload length) of each record of an uncompressed TFRecord file.
+
+    A record is: uint64 length, uint32 masked CRC of the length, the payload,
+    uint32 masked CRC of the payload (12 header bytes, 4 footer bytes).
+    """
+    import struct
+
+    with open(path, "rb") as f:
+        data = f.read()
+    records, offset = [], 0
+    while offset < len(data):
+        (length,) = struct.unpack_from("<Q", data, offset)
+        records.append((offset, length))
+        offset += 12 + length + 4
+    assert offset == len(data), f"{path}: not a whole number of records"
+    return records
