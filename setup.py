@@ -32,7 +32,12 @@ setuptools.setup(
     version="0.1.0",
     description="Distributed evaluation of binary classifiers with BinaryClassHead semantics on Apache Beam",
     python_requires=">=3.10,<3.13",
-    packages=["head", "pipeline"],
+    # configs/ and data/demo/ are also installed inside `pipeline` (as
+    # pipeline/configs, pipeline/demo), so the defaults (configs/default.yaml,
+    # the demo data) work from an installed package, on any working directory.
+    packages=["head", "pipeline", "pipeline.configs", "pipeline.demo"],
+    package_dir={"pipeline.configs": "configs", "pipeline.demo": "data/demo"},
+    package_data={"pipeline.configs": ["*.yaml"], "pipeline.demo": ["scores.parquet"]},
     py_modules=["run_pipeline"],
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,

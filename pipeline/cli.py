@@ -13,17 +13,27 @@ import re
 import sys
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.io.filesystems import FileSystems
 
 from head import PREDICTION_KEYS
-from pipeline import build, output
+from pipeline import build, output, runners
 from pipeline.config import ConfigError, load_config
-from pipeline.evaluate import InvalidRowError, UnreadableFileError
+from pipeline.evaluate import COUNTER_NAMESPACE, InvalidRowError, UnreadableFileError
 from pipeline.read import DEFAULT_BATCH_SIZE, FORMATS, InputError, infer_format, match_files
 
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEMO_INPUT = os.path.join(PROJECT_ROOT, "data", "demo", "scores.parquet")
-DEFAULT_CONFIG = os.path.join(PROJECT_ROOT, "configs", "default.yaml")
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+PROJECT_ROOT = os.path.dirname(PACKAGE_DIR)
+# In a checkout the demo data and configs are the repository's; installed
+# (pip, Dataflow workers), the copies setup.py ships inside `pipeline`.
+IN_CHECKOUT = os.path.isfile(os.path.join(PROJECT_ROOT, "setup.py")) and os.path.isfile(
+    os.path.join(PROJECT_ROOT, "data", "demo", "scores.parquet")
+)
+if IN_CHECKOUT:
+    DEMO_INPUT = os.path.join(PROJECT_ROOT, "data", "demo", "scores.parquet")
+    DEFAULT_CONFIG = os.path.join(PROJECT_ROOT, "configs", "default.yaml")
+else:
+    DEMO_INPUT = os.path.join(PACKAGE_DIR, "demo", "scores.parquet")
+    DEFAULT_CONFIG = os.path.join(PACKAGE_DIR, "configs", "default.yaml")
 DEMO_OUTPUT = "demo_output"
 
 
@@ -82,12 +92,17 @@ def _find(exception, kind):
 
 def main(argv=None):
     args, beam_args = parse_args(sys.argv[1:] if argv is None else argv)
+    options = runners.pipeline_options(beam_args)
+    runner = runners.runner_name(options)
+    dataflow, dry_run = runners.is_dataflow(options), runners.is_dry_run(options)
+    problem = _remote_path_problem(args, dataflow, dry_run)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         config = load_config(args.config)
         paths = match_files(args.input)
         file_format = args.format or infer_format(args.input, paths)
-        options = PipelineOptions(beam_args)
-        runner = options.view_as(StandardOptions).runner or "DirectRunner"
         info = build.run_info(args.input, file_format, config, runner)
         pipeline = beam.Pipeline(options=options)
         staging = build.build(
@@ -101,6 +116,8 @@ def main(argv=None):
     # Beam logs a DoFn's exception with its traceback before re-raising it;
     # known input errors are reported below in one line instead.
     logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
+    if not dataflow:
+        runners.export_import_path()  # for worker processes started here
     try:
         result = pipeline.run()
         result.wait_until_finish()
@@ -114,15 +131,31 @@ def main(argv=None):
         print(f"error: {message}", file=sys.stderr)
         return 1
     metrics_path = output.join(args.output, output.METRICS_FILE)
-    if runner.endswith("DataflowRunner"):
-        print(f"Dataflow job done; metrics go to {metrics_path}")
+    if dataflow and dry_run:  # translated only: nothing ran, nothing to read
+        print(f"dry run: {runner} job built and translated, not submitted; a run writes {metrics_path}")
         return 0
+    counts = runners.counters(result)
     document = output.read_json(metrics_path)
     print(f"{args.input} ({file_format}), config {args.config}")
     print(output.format_table(document))
     _warn_about_set_aside_data(document, args.output)
+    if counts is not None:
+        line = ", ".join(f"{name}={value}" for name, value in sorted(counts.items()))
+        logging.info("counters (%s): %s", COUNTER_NAMESPACE, line)
+        print(f"counters ({COUNTER_NAMESPACE}): {line}")
     print(f"written: {metrics_path}")
     return 0
+
+
+def _remote_path_problem(args, dataflow, dry_run):
+    """Dataflow workers cannot see this machine's disk: gs:// paths there."""
+    if not dataflow:
+        return None
+    if FileSystems.get_scheme(args.output) in (None, "file"):
+        return f"--output {args.output}: Dataflow writes to a gs:// directory"
+    if not dry_run and FileSystems.get_scheme(args.input) in (None, "file"):
+        return f"--input {args.input}: Dataflow workers read gs:// files (local paths only with --dry_run)"
+    return None
 
 
 def _warn_about_set_aside_data(document, output_dir):
