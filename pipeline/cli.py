@@ -92,6 +92,10 @@ def _find(exception, kind):
 
 def main(argv=None):
     args, beam_args = parse_args(sys.argv[1:] if argv is None else argv)
+    # As with `python -m`: modules in the working directory (a config's
+    # loss_fn) import, whichever way the program was started.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     options = runners.pipeline_options(beam_args)
     runner = runners.runner_name(options)
     dataflow, dry_run = runners.is_dataflow(options), runners.is_dry_run(options)

@@ -84,20 +84,22 @@ def is_dry_run(options):
 
 
 def export_import_path():
-    """Lets worker processes started from here import this `head` and `pipeline`.
+    """Lets worker processes started from here import what this process does.
 
-    Multi-process DirectRunner workers are new interpreters that do not see
-    this process's sys.path; when the packages are not installed (a checkout
-    run from another directory) their directory is added to PYTHONPATH.
+    Multi-process DirectRunner and local Dask workers are new interpreters
+    that do not see this process's sys.path: when `head` and `pipeline` are
+    not installed (a checkout run from another directory) their directory is
+    added to PYTHONPATH, and so is the working directory (a loss_fn module).
     """
     import pipeline
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(pipeline.__file__)))
     installed = {os.path.abspath(p) for p in site.getsitepackages() + [site.getusersitepackages()]}
     current = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if root in installed or root in (os.path.abspath(p) for p in current):
-        return
-    os.environ["PYTHONPATH"] = os.pathsep.join([root] + current)
+    known = installed | {os.path.abspath(p) for p in current}
+    missing = [d for d in dict.fromkeys([root, os.getcwd()]) if d not in known]
+    if missing:
+        os.environ["PYTHONPATH"] = os.pathsep.join(missing + current)
 
 
 # ---- counters --------------------------------------------------------------------

@@ -256,3 +256,26 @@ def test_bundled_configs_on_the_demo_data(tmp_path, config):
     assert_document_matches(document, expected)
     width = 3 if config == "multi_dim.yaml" else 1
     assert document["example_count"] == 100_000 * width
+
+
+def test_loss_fn_module_in_the_working_directory_imports(tmp_path, monkeypatch):
+    """Like `python -m`, the CLI imports a loss_fn module from the working directory."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "team_losses_for_test.py").write_text(
+        "import numpy as np\n\n"
+        "def doubled(labels, logits):\n"
+        "    x = logits.astype(np.float64)\n"
+        "    ce = np.maximum(x, 0) - x * labels + np.log1p(np.exp(-np.abs(x)))\n"
+        "    return (2.0 * ce).astype(np.float32)\n"
+    )
+    (work / "eval.yaml").write_text("head: {loss_fn: 'team_losses_for_test:doubled'}\n")
+    monkeypatch.chdir(work)
+    demo = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "demo", "scores.parquet")
+    code = run_cli(["--input", demo, "--config", "eval.yaml", "--output", str(tmp_path / "out")])
+    assert code == 0
+    doubled = read_metrics(tmp_path / "out")["metrics"]
+    table = pq.read_table(demo)
+    plain, _, _ = head_results({}, table.column("logits").to_numpy(), table.column("label").to_numpy())
+    assert doubled["average_loss"] == pytest.approx(2 * plain["average_loss"], rel=1e-6)
+    assert doubled["auc"] == plain["auc"]
