@@ -344,7 +344,7 @@ def _dask_translation(pipeline, partitions, bag_kwargs):
                 stage.exports[(index_in_stage[node], tag)] = f"{index_in_stage[node]}:{tag}"
 
     bags = {}  # PCollection -> Bag
-    metric_bags, translated = [], set()
+    metric_bags = []
 
     def bag_of(pcoll):
         if pcoll not in bags:

@@ -25,7 +25,6 @@ import shutil
 import warnings
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
