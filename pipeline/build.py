@@ -22,7 +22,7 @@ from pipeline.read import (
     DEFAULT_BATCH_SIZE,
     InputError,
     ReadBatches,
-    dense_feature_spec,
+    feature_types,
     first_batch,
 )
 
@@ -43,7 +43,7 @@ def run_info(input_pattern, file_format, config, runner):
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "versions": {
             name: _version(name)
-            for name in ("beam-head-eval", "apache-beam", "pyarrow", "numpy", "tensorflow")
+            for name in ("beam-head-eval", "apache-beam", "pyarrow", "numpy", "tfx-bsl")
         },
     }
 
@@ -75,11 +75,11 @@ def build(
     needs_all = "features" in getattr(config.build_head(), "_loss_fn_args", ())
     first_row = first_row_of_data_set(paths, file_format)
     widths = data_set_widths(first_row, config)
-    feature_spec = None
+    decoded_features = None
     if file_format == "tfrecord" and first_row is not None and not needs_all:
-        feature_spec = dense_feature_spec(first_row, columns)
+        decoded_features = feature_types(first_row, columns)
     batches = p | "Read" >> ReadBatches(
-        paths, file_format, None if needs_all else columns, batch_size, feature_spec
+        paths, file_format, None if needs_all else columns, batch_size, decoded_features
     )
     evaluated = batches | "Evaluate" >> beam.ParDo(
         EvaluateBatch(config, widths, prediction_keys, passthrough)

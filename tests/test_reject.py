@@ -437,20 +437,22 @@ def _corrupt_parquet_half(path):
 
 
 def _corrupt_tfrecord(how, record=250):
-    """Spoils record 250 (in the batch of rows 200-299): rows 0-199 are read."""
+    """Spoils record 250: rows 0-249 are read, all of them evaluated."""
     def corrupt(path):
         offset, length = tfrecord_record_offsets(path)[record]
+        error = f"cannot read TFRecord: record {record} at byte {offset}"
         if how == "flip":  # in the middle of the payload: its CRC fails
             _flip_byte(path, offset + 12 + length // 2)
-            # TF names the payload's offset for a bad payload CRC.
-            return 200, f"cannot read TFRecord from record 200 on: corrupted record at {offset + 12}"
+            return record, f"{error}: data CRC mismatch (corrupted file)"
         if how == "truncate_payload":
             _truncate(path, offset + 12 + length // 2)
-            return 200, f"cannot read TFRecord from record 200 on: truncated record at {offset}"
+            return record, (
+                f"{error} is cut short: the file ends {12 + length // 2} bytes into its "
+                f"{16 + length} bytes (truncated file?)"
+            )
         assert how == "truncate_header"  # inside the 8-byte length
         _truncate(path, offset + 4)
-        # tf.data stops quietly there; the size check finds the 4 bytes left.
-        return record, f"4 bytes after record {record - 1} are not a whole record"
+        return record, f"{error} is cut short: the file ends 4 bytes into its header (truncated file?)"
 
     return corrupt
 

@@ -39,6 +39,7 @@ from tests.datafiles import (
     write_config,
     write_files,
     write_parquet,
+    write_tfrecord,
 )
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -347,7 +348,8 @@ def test_sdist_installs_and_runs_from_anywhere(tmp_path):
     with tarfile.open(sdist) as archive:
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     for needed in ("setup.py", "run_pipeline.py", "head/__init__.py", "head/metrics.py", "pipeline/cli.py",
-                   "pipeline/read.py", "pipeline/runners.py", "configs/default.yaml", "data/demo/scores.parquet"):
+                   "pipeline/read.py", "pipeline/runners.py", "pipeline/tfrecord.py", "pipeline/_tfrecord.c",
+                   "configs/default.yaml", "data/demo/scores.parquet"):
         assert needed in names, f"{needed} missing from the sdist"
 
     target = tmp_path / "installed"
@@ -357,6 +359,7 @@ def test_sdist_installs_and_runs_from_anywhere(tmp_path):
     subprocess.run(pip + ["install", "--no-deps", "--target", str(target), wheel], check=True)
     assert os.path.isfile(target / "pipeline" / "configs" / "default.yaml")
     assert os.path.isfile(target / "pipeline" / "demo" / "scores.parquet")
+    assert glob.glob(str(target / "pipeline" / "_tfrecord*.so")), "the TFRecord extension was not built"
 
     elsewhere = tmp_path / "elsewhere"
     os.makedirs(elsewhere)
@@ -379,3 +382,11 @@ def test_sdist_installs_and_runs_from_anywhere(tmp_path):
     assert_metrics_equal(read_metrics(elsewhere / "out")["metrics"], demo["metrics"], what="installed, 2 processes")
     with open(elsewhere / "out" / "metrics.json") as f:
         assert json.load(f)["rows_read"] == 100_000
+    # TFRecord, read by the installed (compiled) framing.
+    tfrecord = write_tfrecord(tmp_path / "scores.tfrecord", scores(500))
+    done = subprocess.run(
+        [sys.executable, "-m", "run_pipeline", "--input", tfrecord, "--output", "tf_out"],
+        cwd=elsewhere, env=env, capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert read_metrics(elsewhere / "tf_out")["rows_evaluated"] == 500
