@@ -108,7 +108,7 @@ def main(argv=None):
         paths = match_files(args.input)
         file_format = args.format or infer_format(args.input, paths)
         info = build.run_info(args.input, file_format, config, runner)
-        pipeline = beam.Pipeline(options=options)
+        pipeline = beam.Pipeline(runner=runners.direct_runner(options), options=options)
         staging = build.build(
             pipeline, paths, file_format, config, args.output, info,
             prediction_keys=args.predictions, passthrough=args.passthrough,

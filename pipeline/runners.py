@@ -67,6 +67,28 @@ def pipeline_options(beam_args):
     return options
 
 
+def direct_runner(options):
+    """The runner for the DirectRunner (the default), else None: the options' runner.
+
+    Beam's DirectRunner first tries the Prism runner, which downloads a Go
+    binary from GitHub and runs the job in a separate process, and falls
+    back to the FnApiRunner when that fails (here, where GitHub cannot be
+    reached, after a failed download on every run). The FnApiRunner is
+    chosen directly, configured as the DirectRunner configures it, so a
+    local run is the same on every machine: in this process, or in the
+    processes or threads --direct_running_mode asks for.
+    """
+    if runner_name(options) != "DirectRunner":
+        return None
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    provision = beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)
+    return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(provision))
+
+
 def runner_name(options):
     """'DirectRunner', 'DaskRunner', 'DataflowRunner', ... (short, for humans)."""
     runner = options.view_as(StandardOptions).runner or "DirectRunner"

@@ -131,6 +131,20 @@ def _assert_counters(counters, rows):
 # ---- DirectRunner: in-process and worker processes -----------------------------------
 
 
+@pytest.mark.parametrize("args", [[], ["--runner=DirectRunner"], ["--runner", "DirectRunner"]])
+def test_direct_runner_is_the_fn_api_runner_without_trying_prism(args):
+    from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
+
+    options = runners.pipeline_options(args)
+    assert isinstance(runners.direct_runner(options), FnApiRunner)
+    assert runners.runner_name(options) == "DirectRunner"
+
+
+@pytest.mark.parametrize("runner", ["DaskRunner", "DataflowRunner", "BundleBasedDirectRunner"])
+def test_other_runners_are_left_to_beam(runner):
+    assert runners.direct_runner(runners.pipeline_options([f"--runner={runner}"])) is None
+
+
 def test_in_process_counters(data, reference, tmp_path, capsys):
     _, patterns, config = data
     capsys.readouterr()
