@@ -179,8 +179,9 @@ class ReadTFRecordFile(beam.DoFn):
     `feature_types` ({name: "float"|"int"|"bytes"}, see feature_types) only
     those features are decoded, about 1.5x faster; a batch where one has
     another type, or is absent from every record, is decoded with all
-    features instead, so the evaluation can name the bad row or column. The decoder releases the GIL, so batches are decoded
-    on DECODE_THREADS threads while earlier ones are evaluated.
+    features instead, so the evaluation can name the bad row or column. The
+    decoder releases the GIL, so batches are decoded on DECODE_THREADS
+    threads while earlier ones are evaluated.
     """
 
     def __init__(self, batch_size=DEFAULT_BATCH_SIZE, feature_types=None):
@@ -189,6 +190,9 @@ class ReadTFRecordFile(beam.DoFn):
         self._input_bytes = beam.metrics.Metrics.counter(COUNTER_NAMESPACE, "input_bytes")
 
     def setup(self):
+        from tfx_bsl.coders.example_coder import ExamplesToRecordBatchDecoder
+
+        self._decoder_type = ExamplesToRecordBatchDecoder
         self._schema = _decoder_schema(self._feature_types) if self._feature_types else None
         self._decoders = threading.local()  # a decoder must not be shared by threads
         self._pool = concurrent.futures.ThreadPoolExecutor(DECODE_THREADS, "decode-tfrecord")
@@ -197,12 +201,10 @@ class ReadTFRecordFile(beam.DoFn):
         self._pool.shutdown()
 
     def _decode(self, records):
-        from tfx_bsl.coders.example_coder import ExamplesToRecordBatchDecoder
-
         decoders = self._decoders
         if not hasattr(decoders, "general"):
-            decoders.general = ExamplesToRecordBatchDecoder()
-            decoders.selective = self._schema and ExamplesToRecordBatchDecoder(self._schema)
+            decoders.general = self._decoder_type()
+            decoders.selective = self._schema and self._decoder_type(self._schema)
         if decoders.selective:
             try:
                 batch = decoders.selective.DecodeBatch(records)
@@ -224,10 +226,12 @@ class ReadTFRecordFile(beam.DoFn):
                 try:
                     batch = decoded.result()
                 except Exception as e:
-                    raise tfrecord.TFRecordError(
-                        f"cannot decode records {first_row}-{first_row + len(records) - 1} "
-                        f"as tf.train.Examples: {e}", first_row,
-                    ) from e
+                    yield SourceBatch(
+                        path, first_row, None,
+                        f"cannot read TFRecord: cannot decode records {first_row}-"
+                        f"{first_row + len(records) - 1} as tf.train.Examples: {e}",
+                    )
+                    return
                 yield SourceBatch(path, first_row, batch)
                 first_row += batch.num_rows
         except tfrecord.TFRecordError as e:

@@ -205,6 +205,7 @@ def test_no_files_matched(tmp_path, capsys):
     stderr = capsys.readouterr().err
     assert "no files matched" in stderr and "nothing-*.parquet" in stderr
     _assert_no_metrics(output)
+    assert not os.path.exists(output)  # nothing at all: no rejected/, predictions/ or staging
 
 
 CONFIG_CASES = {

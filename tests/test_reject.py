@@ -548,14 +548,6 @@ def test_empty_input_gives_zero_metrics_without_warnings(tmp_path, file_format, 
     assert document["unreadable_files"] == []
 
 
-def test_no_files_matched_exits_2(tmp_path, capsys):
-    code, output = _run(tmp_path, tmp_path / "nothing-*.parquet")
-    assert code == 2
-    stderr = capsys.readouterr().err
-    assert "no files matched" in stderr and "nothing-*.parquet" in stderr
-    _assert_no_outputs(output)
-
-
 # ---- negative weights ------------------------------------------------------------------------
 
 
