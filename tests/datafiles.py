@@ -188,7 +188,7 @@ def head_results(head_kwargs, logits, labels, weights=None, batches=1, features=
         if head.weight_column:
             batch_features[head.weight_column] = np.asarray(weights)[part]
         state = head.update_metrics(state, batch_features, logits[part], np.asarray(labels)[part])
-    return head.results(state), int(state.example_count), float(state.totals()[0])
+    return head.results(state), int(state.example_count), state.weighted_example_count
 
 
 def assert_metrics_equal(actual, expected, rel_tol=REL_TOL, what=""):
