@@ -207,7 +207,11 @@ def assert_document_matches(document, expected):
     assert_metrics_equal(document["metrics"], results, what="metrics.json")
     assert document["example_count"] == count
     assert math.isclose(document["weighted_example_count"], weighted, rel_tol=REL_TOL)
-    assert document["slices"] == []
+    # One model, no slicing specs: the overall slice only, the same numbers.
+    [overall] = document["slices"]
+    assert overall["model"] == "" and overall["slice"] == {} and overall["slice_name"] == "Overall"
+    assert overall["metrics"] == document["metrics"]
+    assert overall["example_count"] == count
     assert isinstance(document["run"], dict)
 
 

@@ -1,0 +1,350 @@
+"""TFMA slicing of Arrow record batches, vectorised, and keyed metric states.
+
+A `SliceSpec` is TFMA's SlicingSpec (plus `bucket_boundaries` for numeric
+ranges). `SliceSpec.rows(batch)` says which rows of a record batch are in
+which of its slices, with Arrow compute and numpy only (dictionary encoding,
+`np.unique`), never a Python loop over rows:
+
+- no keys and no values: the overall slice, every row;
+- `feature_keys`: one slice per distinct value; several keys: one slice per
+  combination of values present in a row (the cross);
+- a list-valued column puts a row in the slice of each of its values;
+- a null, NaN, missing or empty value puts the row in no slice of the spec;
+- `feature_values` keeps only rows holding those values;
+- `bucket_boundaries` slices a numeric column by ranges [lo, hi).
+
+A slice key is TFMA's: a tuple of (column, value) pairs sorted by column;
+the overall slice is (). `SliceStates` holds the metric states of one
+(model, spec) by slice key and merges by addition.
+"""
+
+import dataclasses
+import math
+import typing
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from head.metrics import MetricState
+
+OVERALL = ()
+
+
+class Bucket(typing.NamedTuple):
+    """A numeric range [lo, hi) of a `bucket_boundaries` slice; sorts by range."""
+
+    lo: float
+    hi: float
+    text: str  # "[18, 30)", "[-inf, 18)", "[50, inf)"
+
+    def __str__(self):
+        return self.text
+
+
+def _number_text(x):
+    return {math.inf: "inf", -math.inf: "-inf"}.get(x, str(x))
+
+
+class SlicingError(ValueError):
+    """A slicing problem found in the data (a column's type, too many slices)."""
+
+
+def _is_list(arrow_type):
+    return pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type) or (
+        pa.types.is_fixed_size_list(arrow_type))
+
+
+def _is_binary(arrow_type):
+    return pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type)
+
+
+def _is_text(arrow_type):
+    return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) or _is_binary(arrow_type)
+
+
+def _is_number(arrow_type):
+    return pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type)
+
+
+def sliceable_type_problem(arrow_type, bucketed=False):
+    """Why a column of this type cannot be sliced (None when it can)."""
+    value_type = arrow_type.value_type if _is_list(arrow_type) else arrow_type
+    if bucketed:
+        if not _is_number(value_type):
+            return f"bucket_boundaries need a numeric column, this one has type {arrow_type}"
+    elif not (_is_text(value_type) or _is_number(value_type) or pa.types.is_boolean(value_type)):
+        return f"slicing needs strings, integers, floats or booleans, this column has type {arrow_type}"
+    return None
+
+
+def _values_and_rows(batch, column):
+    """A column's non-null values, flattened, and the row of each: (values, rows)."""
+    index = batch.schema.get_field_index(column)
+    if index < 0:
+        raise SlicingError(f"slice column {column!r} is missing (columns: {batch.schema.names})")
+    array = batch.column(index)
+    problem = sliceable_type_problem(array.type)
+    if problem:
+        raise SlicingError(f"slice column {column!r}: {problem}")
+    if _is_list(array.type):
+        rows = pc.list_parent_indices(array).to_numpy()
+        values = pc.list_flatten(array)
+    else:
+        rows = np.arange(len(array))
+        values = array
+    valid = values.is_valid()
+    if pa.types.is_floating(values.type):
+        valid = pc.and_(valid, pc.invert(pc.is_nan(values)))
+    if values.null_count or not pc.all(valid).as_py():
+        mask = valid.to_numpy(zero_copy_only=False)
+        values, rows = values.filter(valid), rows[mask]
+    return values, rows
+
+
+def _python_value(value):
+    """A slice value as the JSON output holds it: tf.Example bytes as text."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def _as_column_type(value, arrow_type):
+    """A config value (from YAML) converted to a column's value type."""
+    if _is_text(arrow_type):
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        return text.encode("utf-8") if _is_binary(arrow_type) else text
+    if pa.types.is_boolean(arrow_type):
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        return bool(value)
+    if pa.types.is_integer(arrow_type):
+        number = float(value)
+        if not number.is_integer():
+            raise ValueError(f"{value!r} is not an integer")
+        return int(number)
+    return float(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class SliceSpec:
+    """TFMA's SlicingSpec: feature_keys, feature_values, plus bucket_boundaries."""
+
+    feature_keys: tuple = ()
+    feature_values: tuple = ()  # ((column, value), ...), sorted by column
+    bucket_boundaries: tuple = ()  # ((column, (b0, b1, ...)), ...), sorted by column
+
+    @property
+    def is_overall(self):
+        return not self.feature_keys and not self.feature_values
+
+    @property
+    def columns(self):
+        """Every column the spec reads, in order, once."""
+        names = list(self.feature_keys) + [c for c, _ in self.feature_values]
+        return tuple(dict.fromkeys(names))
+
+    def boundaries(self, column):
+        return dict(self.bucket_boundaries).get(column)
+
+    def __str__(self):
+        parts = []
+        if self.feature_keys:
+            parts.append(f"feature_keys: [{', '.join(self.feature_keys)}]")
+        if self.feature_values:
+            values = ", ".join(f"{c}: {v}" for c, v in self.feature_values)
+            parts.append(f"feature_values: {{{values}}}")
+        if self.bucket_boundaries:
+            buckets = ", ".join(f"{c}: {list(b)}" for c, b in self.bucket_boundaries)
+            parts.append(f"bucket_boundaries: {{{buckets}}}")
+        return "{" + ", ".join(parts) + "}"
+
+    def rows(self, batch):
+        """(rows, codes, keys): row rows[i] of `batch` is in slice keys[codes[i]].
+
+        A row appears at most once per slice; it appears once in all unless a
+        list-valued column puts it in several slices.
+        """
+        n = batch.num_rows
+        rows = np.arange(n)
+        if self.is_overall:
+            return rows, np.zeros(n, dtype=np.intp), [OVERALL]
+        fixed = []
+        for column, value in self.feature_values:
+            values, value_rows = _values_and_rows(batch, column)
+            try:
+                wanted = _as_column_type(value, values.type)
+            except (TypeError, ValueError) as e:
+                raise SlicingError(
+                    f"slicing spec {self}: feature_values {column}: {e} (column type {values.type})"
+                ) from None
+            matches = pc.equal(values, pa.scalar(wanted, values.type)).to_numpy(zero_copy_only=False)
+            has_value = np.zeros(n, dtype=bool)
+            has_value[value_rows[matches]] = True
+            rows = rows[has_value[rows]]
+            fixed.append((column, _python_value(wanted)))
+        codes = np.zeros(len(rows), dtype=np.intp)
+        table = np.zeros((1, 0), dtype=np.intp)  # slice code -> each key's value code
+        dictionaries = []
+        for column in self.feature_keys:
+            value_rows, value_codes, dictionary = self._value_codes(batch, column)
+            rows, codes, table = _cross(rows, codes, table, value_rows, value_codes, len(dictionary), n)
+            dictionaries.append(dictionary)
+        keys = [
+            tuple(sorted(fixed + [(c, d[i]) for c, d, i in zip(self.feature_keys, dictionaries, codes_of)]))
+            for codes_of in table.tolist()
+        ]
+        return rows, codes, keys
+
+    def _value_codes(self, batch, column):
+        """(rows, codes, values): each non-null value of `column` as a code into `values`."""
+        values, rows = _values_and_rows(batch, column)
+        boundaries = self.boundaries(column)
+        if boundaries is not None:
+            problem = sliceable_type_problem(values.type, bucketed=True)
+            if problem:
+                raise SlicingError(f"slicing spec {self}: column {column!r}: {problem}")
+            edges = (-math.inf,) + tuple(boundaries) + (math.inf,)
+            buckets = [Bucket(float(lo), float(hi), f"[{_number_text(lo)}, {_number_text(hi)})")
+                       for lo, hi in zip(edges, edges[1:])]
+            numbers = values.to_numpy(zero_copy_only=False).astype(np.float64)
+            codes = np.searchsorted(np.asarray(boundaries, dtype=np.float64), numbers, side="right")
+            return rows, codes, buckets
+        encoded = pc.dictionary_encode(values)
+        codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.intp)
+        return rows, codes, [_python_value(v) for v in encoded.dictionary.to_pylist()]
+
+
+def _cross(rows, codes, table, value_rows, value_codes, num_values, num_rows):
+    """Pairs (row, slice code) times one more key's (row, value code) pairs.
+
+    Every pair of a row is combined with every value of that row (a scalar
+    column has at most one); rows without a value drop out. Codes are
+    renumbered to the combinations present; `table` maps codes to each
+    key's value code.
+    """
+    order = np.argsort(value_rows, kind="stable")
+    value_rows, value_codes = value_rows[order], value_codes[order]
+    count = np.bincount(value_rows, minlength=num_rows)
+    start = np.cumsum(count) - count
+    repeats = count[rows]
+    out_rows = np.repeat(rows, repeats)
+    within = np.arange(len(out_rows)) - np.repeat(np.cumsum(repeats) - repeats, repeats)
+    out_values = value_codes[np.repeat(start[rows], repeats) + within]
+    combined = np.repeat(codes, repeats) * num_values + out_values
+    unique, out_codes = np.unique(combined, return_inverse=True)
+    out_codes = out_codes.reshape(-1)
+    if (count > 1).any():  # a list holding a value twice counts the row once
+        pairs = np.unique(out_rows * len(unique) + out_codes)
+        out_rows, out_codes = pairs // len(unique), pairs % len(unique)
+    table = np.concatenate([table[unique // num_values], (unique % num_values)[:, None]], axis=1)
+    return out_rows, out_codes, table
+
+
+def slice_name(key):
+    """TFMA's name of a slice: 'Overall', 'country:DE', 'country_X_device:DE_X_mobile'."""
+    if not key:
+        return "Overall"
+    columns, values = zip(*sorted(key, key=lambda item: item[0]))
+    return "_X_".join(columns) + ":" + "_X_".join(str(v) for v in values)
+
+
+class SliceStates:
+    """The metric states of one (model, slicing spec), keyed by slice; merge by addition.
+
+    Rows grow by doubling; `max_slices` bounds them (SlicingError beyond),
+    so a spec with too many values fails instead of exhausting memory.
+    """
+
+    __slots__ = ("layout", "keys", "index", "state", "max_slices", "spec")
+
+    def __init__(self, layout, max_slices=None, spec=None):
+        self.layout = layout
+        self.keys = []
+        self.index = {}
+        self.state = MetricState(layout, (0,))
+        self.max_slices = max_slices
+        self.spec = spec
+
+    @classmethod
+    def of_sums(cls, layout, keys, sums, max_slices=None, spec=None):
+        """States holding one batch's vectors `sums` [len(keys), size]."""
+        states = cls(layout, max_slices, spec)
+        states._check(len(keys))
+        states.keys = list(keys)
+        states.index = {key: i for i, key in enumerate(keys)}
+        states.state = MetricState(layout, hi=np.asarray(sums, dtype=np.float64))
+        return states
+
+    def __len__(self):
+        return len(self.keys)
+
+    def _check(self, count):
+        if self.max_slices is not None and count > self.max_slices:
+            raise SlicingError(
+                f"slicing spec {self.spec} has more than max_slices {self.max_slices} slices; "
+                "raise max_slices or slice by fewer values"
+            )
+
+    def _rows_for(self, keys):
+        index = self.index
+        new = [key for key in keys if key not in index]
+        if new:
+            self._check(len(self.keys) + len(new))
+            for key in new:
+                index[key] = len(self.keys)
+                self.keys.append(key)
+            capacity = self.state.hi.shape[0]
+            if len(self.keys) > capacity:
+                grown = MetricState(self.layout, (max(len(self.keys), 2 * capacity),))
+                grown.hi[:capacity], grown.lo[:capacity] = self.state.hi, self.state.lo
+                self.state = grown
+        return np.fromiter((index[key] for key in keys), dtype=np.intp, count=len(keys))
+
+    def merge(self, other):
+        if other.layout != self.layout:
+            raise ValueError("cannot merge metric states of different heads")
+        if other.keys:
+            rows = self._rows_for(other.keys)
+            used = len(other.keys)
+            self.state.add(other.state.hi[:used], other.state.lo[:used], where=rows)
+        return self
+
+    def sorted_items(self):
+        """(keys, totals [n, size]) with keys sorted (TFMA's order of values)."""
+        order = sorted(range(len(self.keys)), key=lambda i: self.keys[i])
+        totals = self.state.totals()[: len(self.keys)]
+        return [self.keys[i] for i in order], totals[np.asarray(order, dtype=np.intp)]
+
+
+def slice_states(layout, specs, evaluated, rows_per_model, elements_per_row, memberships,
+                 max_slices=None):
+    """Every (model, spec)'s SliceStates of one batch, from one histogram pass.
+
+    `evaluated` holds every model's examples one after another (an
+    EvaluatedBatch of n_models * rows_per_model * elements_per_row
+    examples; a row's elements are consecutive); `memberships[s]` is
+    specs[s].rows(batch). Returns {(model index, spec index): SliceStates}.
+    """
+    num_models = len(evaluated) // max(rows_per_model * elements_per_row, 1) if rows_per_model else 0
+    offsets = np.cumsum([0] + [len(keys) for _, _, keys in memberships])
+    num_keys = int(offsets[-1])
+    rows = np.concatenate([r for r, _, _ in memberships])
+    keys = np.concatenate([c + o for (_, c, _), o in zip(memberships, offsets)])
+    if elements_per_row > 1:  # every element of a row is in the row's slices
+        rows = (rows[:, None] * elements_per_row + np.arange(elements_per_row)).reshape(-1)
+        keys = np.repeat(keys, elements_per_row)
+    per_model = rows_per_model * elements_per_row
+    examples = (rows[None, :] + per_model * np.arange(num_models)[:, None]).reshape(-1)
+    model_keys = (keys[None, :] + num_keys * np.arange(num_models)[:, None]).reshape(-1)
+    batch = evaluated if len(examples) == len(evaluated) and rows_per_model and (
+        examples == np.arange(len(evaluated))).all() else _take(evaluated, examples)
+    sums = layout.sums(batch, model_keys, num_models * num_keys).reshape(num_models, num_keys, -1)
+    out = {}
+    for m in range(num_models):
+        for s, (spec, (_, _, slice_keys)) in enumerate(zip(specs, memberships)):
+            out[m, s] = SliceStates.of_sums(
+                layout, slice_keys, sums[m, offsets[s]:offsets[s + 1]], max_slices, spec)
+    return out
+
+
+def _take(evaluated, index):
+    return type(evaluated)(*(getattr(evaluated, name)[index] for name in type(evaluated).__slots__))
