@@ -86,10 +86,9 @@ def auc_bucket_indices(predictions):
 
 
 def _label_category(labels):
-    category = np.full(labels.shape, _SOFT, dtype=np.intp)
-    category[labels == 0] = _ZERO
-    category[labels == 1] = _ONE
-    return category
+    """0 for a label of 0, 1 for 1, 2 for anything between (a soft label)."""
+    not_zero = labels != 0
+    return not_zero + (not_zero & (labels != 1)).view(np.int8)
 
 
 def _keyed_histogram(keys, num_keys, bins, num_bins, category, num_categories, weights):
@@ -165,11 +164,10 @@ class StateLayout:
         keys = np.zeros(n, dtype=np.intp) if keys is None else np.asarray(keys, dtype=np.intp)
         weights = batch.weights.astype(np.float64)
         probabilities = batch.logistic
-        category = _label_category(batch.labels)
+        category = _label_category(batch.labels).astype(np.intp)
         out = np.empty((num_keys, self.size), dtype=np.float64)
         out[:, self.parts["examples"]] = np.bincount(keys, minlength=num_keys)[:, None]
         for name, values in (
-            ("weight", weights),
             ("loss", weights * batch.unweighted_loss),
             ("prediction", weights * probabilities),
             ("label", weights * batch.labels),
@@ -177,10 +175,14 @@ class StateLayout:
             out[:, self.parts[name]] = np.bincount(keys, weights=values, minlength=num_keys)[:, None]
         # class_ids = (logit > 0): the head's prediction, for accuracy/precision/recall.
         class_ids = (batch.logits > 0).astype(np.intp)
-        out[:, self.parts["class_ids"]] = _keyed_histogram(
-            keys, num_keys, class_ids, 2, category, _CATEGORIES, weights)
-        # logistic > t <=> more than r of the sorted thresholds lie below it.
-        above = np.searchsorted(self.sorted_thresholds, probabilities, side="left")
+        class_histogram = _keyed_histogram(keys, num_keys, class_ids, 2, category, _CATEGORIES, weights)
+        out[:, self.parts["class_ids"]] = class_histogram
+        out[:, self.parts["weight"]] = class_histogram.sum(axis=1)[:, None]  # every example once
+        # logistic > t <=> more than r of the sorted thresholds lie below it
+        # (a few comparisons beat a binary search per example).
+        above = np.zeros(n, dtype=np.intp)
+        for threshold in self.sorted_thresholds:
+            above += probabilities > threshold
         out[:, self.parts["thresholds"]] = _keyed_histogram(
             keys, num_keys, above, len(self.thresholds) + 1, category, _CATEGORIES, weights)
         out[:, self.parts["auc"]] = _keyed_histogram(

@@ -69,7 +69,7 @@ def _is_number(arrow_type):
 
 def sliceable_type_problem(arrow_type, bucketed=False):
     """Why a column of this type cannot be sliced (None when it can)."""
-    value_type = arrow_type.value_type if _is_list(arrow_type) else arrow_type
+    value_type = _value_type(arrow_type)
     if bucketed:
         if not _is_number(value_type):
             return f"bucket_boundaries need a numeric column, this one has type {arrow_type}"
@@ -78,13 +78,25 @@ def sliceable_type_problem(arrow_type, bucketed=False):
     return None
 
 
-def _values_and_rows(batch, column):
-    """A column's non-null values, flattened, and the row of each: (values, rows)."""
+def _value_type(arrow_type):
+    """The type of a column's values: inside lists and dictionaries."""
+    if _is_list(arrow_type):
+        arrow_type = arrow_type.value_type
+    return arrow_type.value_type if pa.types.is_dictionary(arrow_type) else arrow_type
+
+
+def _encoded(batch, column, boundaries=None):
+    """(rows, codes, values, value type): each value of `column` as a code into `values`.
+
+    Null and NaN values are left out, and so is a column the batch lacks (a
+    tf.Example feature none of its records has): such rows are in no slice.
+    With `boundaries`, values are the Buckets of the column's numbers.
+    """
     index = batch.schema.get_field_index(column)
     if index < 0:
-        raise SlicingError(f"slice column {column!r} is missing (columns: {batch.schema.names})")
+        return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp), [], None
     array = batch.column(index)
-    problem = sliceable_type_problem(array.type)
+    problem = sliceable_type_problem(array.type, bucketed=boundaries is not None)
     if problem:
         raise SlicingError(f"slice column {column!r}: {problem}")
     if _is_list(array.type):
@@ -93,13 +105,23 @@ def _values_and_rows(batch, column):
     else:
         rows = np.arange(len(array))
         values = array
-    valid = values.is_valid()
-    if pa.types.is_floating(values.type):
-        valid = pc.and_(valid, pc.invert(pc.is_nan(values)))
-    if values.null_count or not pc.all(valid).as_py():
-        mask = valid.to_numpy(zero_copy_only=False)
-        values, rows = values.filter(valid), rows[mask]
-    return values, rows
+    value_type = _value_type(values.type)
+    if pa.types.is_floating(value_type) and not pa.types.is_dictionary(values.type):
+        values = pc.if_else(pc.is_nan(values), pa.scalar(None, value_type), values)
+    if values.null_count:
+        valid = values.is_valid()
+        rows, values = rows[valid.to_numpy(zero_copy_only=False)], values.filter(valid)
+    if boundaries is not None:
+        edges = (-math.inf,) + tuple(boundaries) + (math.inf,)
+        buckets = [Bucket(float(lo), float(hi), f"[{_number_text(lo)}, {_number_text(hi)})")
+                   for lo, hi in zip(edges, edges[1:])]
+        numbers = values.to_numpy(zero_copy_only=False).astype(np.float64)
+        codes = np.searchsorted(np.asarray(boundaries, dtype=np.float64), numbers, side="right")
+        return rows, codes, buckets, value_type
+    encoded = values if pa.types.is_dictionary(values.type) else pc.dictionary_encode(values)
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.intp)
+    dictionary = [_python_value(v) for v in encoded.dictionary.to_pylist()]
+    return rows, codes, dictionary, value_type
 
 
 def _python_value(value):
@@ -157,35 +179,43 @@ class SliceSpec:
             parts.append(f"bucket_boundaries: {{{buckets}}}")
         return "{" + ", ".join(parts) + "}"
 
-    def rows(self, batch):
+    def rows(self, batch, cache=None):
         """(rows, codes, keys): row rows[i] of `batch` is in slice keys[codes[i]].
 
         A row appears at most once per slice; it appears once in all unless a
-        list-valued column puts it in several slices.
+        list-valued column puts it in several slices. `cache` (a dict) shares
+        each column's encoding between the specs of one batch.
         """
+        cache = {} if cache is None else cache
         n = batch.num_rows
         rows = np.arange(n)
         if self.is_overall:
             return rows, np.zeros(n, dtype=np.intp), [OVERALL]
+        def encoded(column, boundaries=None):
+            if (column, boundaries) not in cache:
+                cache[column, boundaries] = _encoded(batch, column, boundaries)
+            return cache[column, boundaries]
+
         fixed = []
         for column, value in self.feature_values:
-            values, value_rows = _values_and_rows(batch, column)
-            try:
-                wanted = _as_column_type(value, values.type)
-            except (TypeError, ValueError) as e:
-                raise SlicingError(
-                    f"slicing spec {self}: feature_values {column}: {e} (column type {values.type})"
-                ) from None
-            matches = pc.equal(values, pa.scalar(wanted, values.type)).to_numpy(zero_copy_only=False)
+            value_rows, value_codes, dictionary, value_type = encoded(column)
+            wanted = None
+            if value_type is not None:
+                try:
+                    wanted = _python_value(_as_column_type(value, value_type))
+                except (TypeError, ValueError) as e:
+                    raise SlicingError(f"slicing spec {self}: feature_values {column}: {e} "
+                                       f"(column type {value_type})") from None
+            matching = [i for i, v in enumerate(dictionary) if v == wanted and type(v) is type(wanted)]
             has_value = np.zeros(n, dtype=bool)
-            has_value[value_rows[matches]] = True
+            has_value[value_rows[np.isin(value_codes, matching)]] = True
             rows = rows[has_value[rows]]
-            fixed.append((column, _python_value(wanted)))
+            fixed.append((column, value if wanted is None else wanted))
         codes = np.zeros(len(rows), dtype=np.intp)
         table = np.zeros((1, 0), dtype=np.intp)  # slice code -> each key's value code
         dictionaries = []
         for column in self.feature_keys:
-            value_rows, value_codes, dictionary = self._value_codes(batch, column)
+            value_rows, value_codes, dictionary, _ = encoded(column, self.boundaries(column))
             rows, codes, table = _cross(rows, codes, table, value_rows, value_codes, len(dictionary), n)
             dictionaries.append(dictionary)
         keys = [
@@ -194,23 +224,20 @@ class SliceSpec:
         ]
         return rows, codes, keys
 
-    def _value_codes(self, batch, column):
-        """(rows, codes, values): each non-null value of `column` as a code into `values`."""
-        values, rows = _values_and_rows(batch, column)
-        boundaries = self.boundaries(column)
-        if boundaries is not None:
-            problem = sliceable_type_problem(values.type, bucketed=True)
-            if problem:
-                raise SlicingError(f"slicing spec {self}: column {column!r}: {problem}")
-            edges = (-math.inf,) + tuple(boundaries) + (math.inf,)
-            buckets = [Bucket(float(lo), float(hi), f"[{_number_text(lo)}, {_number_text(hi)})")
-                       for lo, hi in zip(edges, edges[1:])]
-            numbers = values.to_numpy(zero_copy_only=False).astype(np.float64)
-            codes = np.searchsorted(np.asarray(boundaries, dtype=np.float64), numbers, side="right")
-            return rows, codes, buckets
-        encoded = pc.dictionary_encode(values)
-        codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.intp)
-        return rows, codes, [_python_value(v) for v in encoded.dictionary.to_pylist()]
+
+def _renumber(values, bound):
+    """(unique, inverse) of non-negative ints below `bound`, like np.unique(return_inverse).
+
+    A presence table (O(n)) when the range is small, else a sort.
+    """
+    if bound <= (1 << 22):
+        present = np.zeros(bound, dtype=bool)
+        present[values] = True
+        unique = np.flatnonzero(present)
+        position = np.cumsum(present) - 1
+        return unique, position[values]
+    unique, inverse = np.unique(values, return_inverse=True)
+    return unique, inverse.reshape(-1)
 
 
 def _cross(rows, codes, table, value_rows, value_codes, num_values, num_rows):
@@ -221,17 +248,22 @@ def _cross(rows, codes, table, value_rows, value_codes, num_values, num_rows):
     renumbered to the combinations present; `table` maps codes to each
     key's value code.
     """
-    order = np.argsort(value_rows, kind="stable")
-    value_rows, value_codes = value_rows[order], value_codes[order]
     count = np.bincount(value_rows, minlength=num_rows)
-    start = np.cumsum(count) - count
-    repeats = count[rows]
-    out_rows = np.repeat(rows, repeats)
-    within = np.arange(len(out_rows)) - np.repeat(np.cumsum(repeats) - repeats, repeats)
-    out_values = value_codes[np.repeat(start[rows], repeats) + within]
-    combined = np.repeat(codes, repeats) * num_values + out_values
-    unique, out_codes = np.unique(combined, return_inverse=True)
-    out_codes = out_codes.reshape(-1)
+    if (count <= 1).all():  # one value per row at most: a lookup, no products
+        value_of_row = np.full(num_rows, -1, dtype=np.intp)
+        value_of_row[value_rows] = value_codes
+        values = value_of_row[rows]
+        keep = values >= 0
+        out_rows, combined = rows[keep], codes[keep] * num_values + values[keep]
+    else:
+        order = np.argsort(value_rows, kind="stable")
+        value_codes = value_codes[order]
+        start = np.cumsum(count) - count
+        repeats = count[rows]
+        out_rows = np.repeat(rows, repeats)
+        within = np.arange(len(out_rows)) - np.repeat(np.cumsum(repeats) - repeats, repeats)
+        combined = np.repeat(codes, repeats) * num_values + value_codes[np.repeat(start[rows], repeats) + within]
+    unique, out_codes = _renumber(combined, len(table) * num_values)
     if (count > 1).any():  # a list holding a value twice counts the row once
         pairs = np.unique(out_rows * len(unique) + out_codes)
         out_rows, out_codes = pairs // len(unique), pairs % len(unique)
@@ -315,35 +347,72 @@ class SliceStates:
         return [self.keys[i] for i in order], totals[np.asarray(order, dtype=np.intp)]
 
 
-def slice_states(layout, specs, evaluated, rows_per_model, elements_per_row, memberships,
+def slice_states(layout, specs, evaluated, num_rows, elements_per_row, memberships,
                  max_slices=None):
     """Every (model, spec)'s SliceStates of one batch, from one histogram pass.
 
     `evaluated` holds every model's examples one after another (an
-    EvaluatedBatch of n_models * rows_per_model * elements_per_row
-    examples; a row's elements are consecutive); `memberships[s]` is
-    specs[s].rows(batch). Returns {(model index, spec index): SliceStates}.
+    EvaluatedBatch of n_models * num_rows * elements_per_row examples; a
+    row's elements are consecutive); `memberships[s]` is specs[s].rows(batch).
+    Specs that put a row in at most one slice (no list-valued keys) are
+    combined into atoms: the combinations of their slices that rows fall in.
+    Each example is counted once, in its row's atom, and each spec's slices
+    are sums of atoms; a list-valued spec's (row, slice) pairs are keys of
+    their own in the same pass. Returns {(model index, spec index): SliceStates}.
     """
-    num_models = len(evaluated) // max(rows_per_model * elements_per_row, 1) if rows_per_model else 0
-    offsets = np.cumsum([0] + [len(keys) for _, _, keys in memberships])
-    num_keys = int(offsets[-1])
-    rows = np.concatenate([r for r, _, _ in memberships])
-    keys = np.concatenate([c + o for (_, c, _), o in zip(memberships, offsets)])
+    per_model = num_rows * elements_per_row
+    num_models = len(evaluated) // per_model
+    atom = np.zeros(num_rows, dtype=np.intp)
+    table = np.zeros((1, 0), dtype=np.intp)  # atom -> slice code of each atom spec (-1: none)
+    atom_specs, listed_specs = [], []
+    for s, (rows, codes, keys) in enumerate(memberships):
+        if len(rows) > 1 and not (np.diff(rows) > 0).all():
+            listed_specs.append(s)
+            continue
+        code = np.full(num_rows, -1, dtype=np.intp)
+        code[rows] = codes
+        unique, atom = _renumber(atom * (len(keys) + 1) + code + 1, len(table) * (len(keys) + 1))
+        table = np.concatenate(
+            [table[unique // (len(keys) + 1)], (unique % (len(keys) + 1) - 1)[:, None]], axis=1)
+        atom_specs.append(s)
+    key_rows, key_codes, offsets = [np.arange(num_rows)], [atom], {}
+    num_keys = len(table)
+    for s in listed_specs:
+        rows, codes, keys = memberships[s]
+        key_rows.append(rows)
+        key_codes.append(codes + num_keys)
+        offsets[s] = num_keys
+        num_keys += len(keys)
+    rows, keys = np.concatenate(key_rows), np.concatenate(key_codes)
     if elements_per_row > 1:  # every element of a row is in the row's slices
         rows = (rows[:, None] * elements_per_row + np.arange(elements_per_row)).reshape(-1)
         keys = np.repeat(keys, elements_per_row)
-    per_model = rows_per_model * elements_per_row
-    examples = (rows[None, :] + per_model * np.arange(num_models)[:, None]).reshape(-1)
     model_keys = (keys[None, :] + num_keys * np.arange(num_models)[:, None]).reshape(-1)
-    batch = evaluated if len(examples) == len(evaluated) and rows_per_model and (
-        examples == np.arange(len(evaluated))).all() else _take(evaluated, examples)
-    sums = layout.sums(batch, model_keys, num_models * num_keys).reshape(num_models, num_keys, -1)
+    if listed_specs:
+        examples = (rows[None, :] + per_model * np.arange(num_models)[:, None]).reshape(-1)
+        evaluated = _take(evaluated, examples)
+    sums = layout.sums(evaluated, model_keys, num_models * num_keys).reshape(num_models, num_keys, -1)
     out = {}
-    for m in range(num_models):
-        for s, (spec, (_, _, slice_keys)) in enumerate(zip(specs, memberships)):
-            out[m, s] = SliceStates.of_sums(
-                layout, slice_keys, sums[m, offsets[s]:offsets[s + 1]], max_slices, spec)
+    for column, s in enumerate(atom_specs):
+        slice_keys = memberships[s][2]
+        codes = table[:, column]
+        inside = codes >= 0
+        # Atoms grouped by the spec's slice (each slice has at least one), summed.
+        order = np.argsort(codes[inside], kind="stable")
+        grouped = codes[inside][order]
+        starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
+        spec_sums = np.add.reduceat(sums[:, np.flatnonzero(inside)[order]], starts, axis=1)
+        out.update(_spec_states(layout, specs[s], s, slice_keys, spec_sums, max_slices))
+    for s in listed_specs:
+        slice_keys = memberships[s][2]
+        spec_sums = sums[:, offsets[s]: offsets[s] + len(slice_keys)]
+        out.update(_spec_states(layout, specs[s], s, slice_keys, spec_sums, max_slices))
     return out
+
+
+def _spec_states(layout, spec, s, slice_keys, spec_sums, max_slices):
+    return {(m, s): SliceStates.of_sums(layout, slice_keys, spec_sums[m], max_slices, spec)
+            for m in range(len(spec_sums))}
 
 
 def _take(evaluated, index):

@@ -54,7 +54,8 @@ def build(p, plan, output_dir, info, batch_size=DEFAULT_BATCH_SIZE, run_id=None)
     run_id = run_id or uuid.uuid4().hex[:12]
     staging = output.staging_dir(output_dir, run_id)
     batches = p | "Read" >> ReadBatches(
-        plan.paths, plan.file_format, plan.read_columns, batch_size, plan.decode_features)
+        plan.paths, plan.file_format, plan.read_columns, batch_size, plan.decode_features,
+        plan.dictionary_columns)
     counts, results, predictions, rejected = batches | "EvaluateScores" >> EvaluateScores(plan)
 
     written = []

@@ -136,7 +136,8 @@ class EvaluateBatch(beam.DoFn):
     def _slice_states(self, path, batch, evaluated):
         plan = self._plan
         try:
-            memberships = [spec.rows(batch) for spec in plan.slicing_specs]
+            encoded = {}  # each slice column encoded once per batch
+            memberships = [spec.rows(batch, encoded) for spec in plan.slicing_specs]
             states = slice_states(
                 self._head.layout, plan.slicing_specs, EvaluatedBatch.concatenate(evaluated),
                 batch.num_rows, len(evaluated[0]) // batch.num_rows, memberships,

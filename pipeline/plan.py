@@ -40,6 +40,7 @@ class EvalPlan:
     widths: dict = None
     read_columns: tuple = None
     decode_features: dict = None
+    dictionary_columns: tuple = ()
     prediction_keys: tuple = ()
     passthrough: tuple = ()
     prediction_schema: object = None
@@ -115,7 +116,8 @@ def resolve(config, paths, file_format, prediction_keys=(), passthrough=()):
         decode = feature_types(first_row, read_columns)
     schema = predictions_schema(plan, first_row) if prediction_keys else None
     return dataclasses.replace(plan, widths=data_set_widths(plan, first_row), read_columns=read_columns,
-                               decode_features=decode, prediction_schema=schema)
+                               decode_features=decode, prediction_schema=schema,
+                               dictionary_columns=dictionary_columns(plan, first_row))
 
 
 def first_row_of_data_set(paths, file_format):
@@ -153,6 +155,21 @@ def check_columns(plan, first_row):
                                                  bucketed=spec.boundaries(column) is not None)
                 if problem:
                     raise InputError(f"column {column!r} (slicing spec {spec}): {problem}")
+
+
+def dictionary_columns(plan, first_row):
+    """Parquet string columns read only for slicing: read dictionary-encoded."""
+    if plan.file_format != "parquet" or first_row is None:
+        return ()
+    other_roles = {m.logits for m in plan.models} | {plan.label_column, plan.weight_column}
+    other_roles |= set(plan.passthrough)
+    names = first_row.schema.names
+    return tuple(
+        column for column, role in plan.named_columns().items()
+        if role.startswith("slicing spec") and column not in other_roles and column in names
+        and (pa.types.is_string(first_row.schema.field(column).type)
+             or pa.types.is_large_string(first_row.schema.field(column).type))
+    )
 
 
 def data_set_widths(plan, first_row):
