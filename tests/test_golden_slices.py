@@ -175,7 +175,7 @@ def assert_matches_golden(document, case):
 def test_golden_file_covers_the_situations():
     """The golden cases hold what the acceptance asks for (the generator
     checks the details; this guards against a truncated or stale file)."""
-    assert len(CASES) == 8
+    assert len(CASES) >= 8
     types = {t for case in GOLDEN for t in case["types"].values()}
     assert {"list<string>", "list<float32>", "bool", "int64", "float64", "string"} <= types
     specs = [spec for case in GOLDEN for spec in case["config"]["slicing_specs"]]
