@@ -212,7 +212,8 @@ class SliceSpec:
             rows = rows[has_value[rows]]
             fixed.append((column, value if wanted is None else wanted))
         codes = np.zeros(len(rows), dtype=np.intp)
-        table = np.zeros((1, 0), dtype=np.intp)  # slice code -> each key's value code
+        # slice code -> each key's value code; no slice at all when no row holds the values
+        table = np.zeros((1 if len(rows) else 0, 0), dtype=np.intp)
         dictionaries = []
         for column in self.feature_keys:
             value_rows, value_codes, dictionary, _ = encoded(column, self.boundaries(column))
@@ -395,6 +396,8 @@ def slice_states(layout, specs, evaluated, num_rows, elements_per_row, membershi
     out = {}
     for column, s in enumerate(atom_specs):
         slice_keys = memberships[s][2]
+        if not slice_keys:  # no row of the batch is in a slice of this spec
+            continue
         codes = table[:, column]
         inside = codes >= 0
         # Atoms grouped by the spec's slice (each slice has at least one), summed.
@@ -405,6 +408,8 @@ def slice_states(layout, specs, evaluated, num_rows, elements_per_row, membershi
         out.update(_spec_states(layout, specs[s], s, slice_keys, spec_sums, max_slices))
     for s in listed_specs:
         slice_keys = memberships[s][2]
+        if not slice_keys:
+            continue
         spec_sums = sums[:, offsets[s]: offsets[s] + len(slice_keys)]
         out.update(_spec_states(layout, specs[s], s, slice_keys, spec_sums, max_slices))
     return out
