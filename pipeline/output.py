@@ -81,7 +81,8 @@ def metrics_document(counts, keyed_results, plan, run_info):
 
     `keyed_results` are slice_results' outputs, in any order. Slices are
     listed per model: the overall slice first, then each slicing spec's
-    slices in spec order (values sorted); non-baseline models' slices that
+    slices in spec order (values sorted; a slice an earlier spec already
+    made is not repeated); non-baseline models' slices that
     the baseline also has get `diff` (candidate - baseline). The top-level
     metrics and counts are the first non-baseline model's overall slice.
     """
@@ -91,8 +92,12 @@ def metrics_document(counts, keyed_results, plan, run_info):
     for m, model in enumerate(plan.models):
         if (m, 0) not in by_key:  # no row evaluated: the overall slice is empty
             by_key[m, 0] = list(_entries(plan, model, [OVERALL], empty))
+        listed = set()  # a slice two specs make (same key, same rows) is listed once, as TFMA does
         for s in range(len(plan.slicing_specs)):
-            slices.extend(by_key.get((m, s), []))
+            for entry in by_key.get((m, s), []):
+                if entry["slice_name"] not in listed:
+                    listed.add(entry["slice_name"])
+                    slices.append(entry)
     baseline = plan.config.baseline
     if baseline is not None:
         base = {(id_spec, e["slice_name"]): e for id_spec in range(len(plan.slicing_specs))
