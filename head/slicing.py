@@ -219,10 +219,14 @@ class SliceSpec:
             value_rows, value_codes, dictionary, _ = encoded(column, self.boundaries(column))
             rows, codes, table = _cross(rows, codes, table, value_rows, value_codes, len(dictionary), n)
             dictionaries.append(dictionary)
-        keys = [
-            tuple(sorted(fixed + [(c, d[i]) for c, d, i in zip(self.feature_keys, dictionaries, codes_of)]))
-            for codes_of in table.tolist()
-        ]
+        if len(self.feature_keys) == 1 and not fixed:  # the common case, 10,000s of keys at times
+            column, dictionary = self.feature_keys[0], dictionaries[0]
+            keys = [((column, dictionary[i]),) for i in table[:, 0].tolist()]
+        else:
+            keys = [
+                tuple(sorted(fixed + [(c, d[i]) for c, d, i in zip(self.feature_keys, dictionaries, codes_of)]))
+                for codes_of in table.tolist()
+            ]
         return rows, codes, keys
 
 
@@ -402,9 +406,13 @@ def slice_states(layout, specs, evaluated, num_rows, elements_per_row, membershi
         inside = codes >= 0
         # Atoms grouped by the spec's slice (each slice has at least one), summed.
         order = np.argsort(codes[inside], kind="stable")
-        grouped = codes[inside][order]
-        starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
-        spec_sums = np.add.reduceat(sums[:, np.flatnonzero(inside)[order]], starts, axis=1)
+        atoms = np.flatnonzero(inside)[order]
+        if len(atoms) == len(slice_keys):  # one atom per slice: no sums to make
+            spec_sums = sums[:, atoms]
+        else:
+            grouped = codes[atoms]
+            starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
+            spec_sums = np.stack([np.add.reduceat(sums[m, atoms], starts, axis=0) for m in range(num_models)])
         out.update(_spec_states(layout, specs[s], s, slice_keys, spec_sums, max_slices))
     for s in listed_specs:
         slice_keys = memberships[s][2]
