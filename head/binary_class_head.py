@@ -349,9 +349,14 @@ class BinaryClassHead:
         """update_metrics: evaluates a batch and adds it to `state`."""
         return self.add_to_state(state, self.evaluate_batch(logits, labels, features))
 
-    def metric_arrays(self, totals):
-        """{metric key: array} from state vectors of any leading shape [..., size]."""
-        values = metric_values(self.layout, totals, self.loss_reduction, self.regularization_losses)
+    def metric_arrays(self, totals, layout=None):
+        """{metric key: array} from state vectors of any leading shape [..., size].
+
+        `layout` is the states' (default: the head's own; one with more
+        parts, e.g. calibration for plots, gives the same metrics).
+        """
+        values = metric_values(layout or self.layout, totals, self.loss_reduction,
+                               self.regularization_losses)
         return {self.metric_key(k): v for k, v in values.items()}
 
     def results(self, state):

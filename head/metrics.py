@@ -110,6 +110,9 @@ class StateLayout:
     thresholds    [T + 1, 3] weight by (how many sorted thresholds lie below
                   the logistic, label category)
     auc           [200, 2] weight by (Keras AUC bucket, label != 0)
+    calibration   [200, 2] per AUC bucket: sum of weight * label, of weight *
+                  logistic (only with calibration=True: plots need it, the
+                  metrics do not)
 
     A layout is built for one tuple of thresholds (float32, as Keras compares
     them); states of different layouts cannot be merged.
@@ -117,7 +120,8 @@ class StateLayout:
 
     _SCALARS = ("examples", "weight", "loss", "prediction", "label")
 
-    def __init__(self, thresholds=()):
+    def __init__(self, thresholds=(), calibration=False):
+        self.calibration = bool(calibration)
         self.thresholds = np.asarray(thresholds, dtype=np.float32).reshape(-1)
         self.threshold_order = np.argsort(self.thresholds, kind="stable")
         self.sorted_thresholds = self.thresholds[self.threshold_order]
@@ -125,6 +129,8 @@ class StateLayout:
         shapes["class_ids"] = (2, _CATEGORIES)
         shapes["thresholds"] = (len(self.thresholds) + 1, _CATEGORIES)
         shapes["auc"] = (AUC_NUM_THRESHOLDS, 2)
+        if self.calibration:
+            shapes["calibration"] = (AUC_NUM_THRESHOLDS, 2)
         self.shapes = shapes
         self.parts = {}
         start = 0
@@ -135,16 +141,17 @@ class StateLayout:
         self.size = start
 
     def __eq__(self, other):
-        return isinstance(other, StateLayout) and np.array_equal(self.thresholds, other.thresholds)
+        return (isinstance(other, StateLayout) and self.calibration == other.calibration
+                and np.array_equal(self.thresholds, other.thresholds))
 
     def __hash__(self):
-        return hash(self.thresholds.tobytes())
+        return hash((self.thresholds.tobytes(), self.calibration))
 
     def __getstate__(self):
-        return {"thresholds": self.thresholds}
+        return {"thresholds": self.thresholds, "calibration": self.calibration}
 
     def __setstate__(self, state):
-        self.__init__(state["thresholds"])
+        self.__init__(state["thresholds"], state["calibration"])
 
     def part(self, totals, name):
         """One named part of state vectors of any leading shape, in its own shape."""
@@ -185,9 +192,15 @@ class StateLayout:
             above += probabilities > threshold
         out[:, self.parts["thresholds"]] = _keyed_histogram(
             keys, num_keys, above, len(self.thresholds) + 1, category, _CATEGORIES, weights)
+        buckets = auc_bucket_indices(probabilities)
         out[:, self.parts["auc"]] = _keyed_histogram(
-            keys, num_keys, auc_bucket_indices(probabilities), AUC_NUM_THRESHOLDS,
-            (category != _ZERO).astype(np.intp), 2, weights)
+            keys, num_keys, buckets, AUC_NUM_THRESHOLDS, (category != _ZERO).astype(np.intp), 2, weights)
+        if self.calibration:
+            cells = keys * AUC_NUM_THRESHOLDS + buckets
+            size = num_keys * AUC_NUM_THRESHOLDS
+            calibration = out[:, self.parts["calibration"]].reshape(num_keys, AUC_NUM_THRESHOLDS, 2)
+            calibration[..., 0] = np.bincount(cells, weights * batch.labels, size).reshape(num_keys, -1)
+            calibration[..., 1] = np.bincount(cells, weights * probabilities, size).reshape(num_keys, -1)
         return out
 
 

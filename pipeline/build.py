@@ -38,7 +38,7 @@ class EvaluateScores(beam.PTransform):
         results = (
             evaluated[METRICS_TAG]
             | "CombineSlices" >> beam.CombinePerKey(
-                SliceStatesCombineFn(plan.head.layout, plan.config.max_slices))
+                SliceStatesCombineFn(plan.layout, plan.config.max_slices))
             | "SliceMetrics" >> beam.Map(output.slice_results, plan)
         )
         return counts, results, evaluated[PREDICTIONS_TAG], evaluated[REJECTED_TAG]

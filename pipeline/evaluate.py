@@ -139,7 +139,7 @@ class EvaluateBatch(beam.DoFn):
             encoded = {}  # each slice column encoded once per batch
             memberships = [spec.rows(batch, encoded) for spec in plan.slicing_specs]
             states = slice_states(
-                self._head.layout, plan.slicing_specs, EvaluatedBatch.concatenate(evaluated),
+                plan.layout, plan.slicing_specs, EvaluatedBatch.concatenate(evaluated),
                 batch.num_rows, len(evaluated[0]) // batch.num_rows, memberships,
                 plan.config.max_slices)
         except SlicingError as e:

@@ -55,8 +55,8 @@ def slice_results(keyed_states, plan):
 
 
 def _entries(plan, model, keys, totals):
-    layout = plan.head.layout
-    values = plan.head.metric_arrays(totals)
+    layout = plan.layout
+    values = plan.head.metric_arrays(totals, layout)
     counts = layout.part(totals, "examples")
     weights = layout.part(totals, "weight")
     for i, key in enumerate(keys):
@@ -87,7 +87,7 @@ def metrics_document(counts, keyed_results, plan, run_info):
     metrics and counts are the first non-baseline model's overall slice.
     """
     by_key = dict(keyed_results)
-    empty = MetricState(plan.head.layout).totals()[None]
+    empty = MetricState(plan.layout).totals()[None]
     slices = []
     for m, model in enumerate(plan.models):
         if (m, 0) not in by_key:  # no row evaluated: the overall slice is empty

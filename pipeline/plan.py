@@ -14,7 +14,7 @@ import importlib.metadata
 import numpy as np
 import pyarrow as pa
 
-from head import BadInputError
+from head import BadInputError, StateLayout
 from head.arrow import column_values, input_widths, to_arrow
 from head.slicing import sliceable_type_problem
 from pipeline.read import InputError, feature_types, first_batch
@@ -44,15 +44,22 @@ class EvalPlan:
     prediction_keys: tuple = ()
     passthrough: tuple = ()
     prediction_schema: object = None
+    calibration: bool = False  # keep calibration histograms (for plots)
 
     @functools.cached_property
     def head(self):
         """The BinaryClassHead, built where it is used (loss_fn imported there)."""
         return self.config.build_head()
 
+    @functools.cached_property
+    def layout(self):
+        """The metric-state layout every step uses: the head's, plus what outputs need."""
+        return StateLayout(self.head.thresholds, calibration=self.calibration)
+
     def __getstate__(self):
         state = dict(self.__dict__)
         state.pop("head", None)  # rebuilt on each worker
+        state.pop("layout", None)
         return state
 
     def __setstate__(self, state):
