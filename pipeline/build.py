@@ -4,7 +4,8 @@ import uuid
 
 import apache_beam as beam
 
-from pipeline import output
+from pipeline import history as run_history
+from pipeline import output, validation
 from pipeline.evaluate import (
     METRICS_TAG,
     PREDICTIONS_TAG,
@@ -44,13 +45,18 @@ class EvaluateScores(beam.PTransform):
         return counts, results, evaluated[PREDICTIONS_TAG], evaluated[REJECTED_TAG]
 
 
-def build(p, plan, output_dir, info, batch_size=DEFAULT_BATCH_SIZE, run_id=None):
+def build(p, plan, output_dir, info, batch_size=DEFAULT_BATCH_SIZE, run_id=None, gates=None,
+          history=None):
     """Adds the evaluation to pipeline `p`; returns the staging directory.
 
     Sink outputs (predictions, rejected rows) are written under a staging
-    directory; the last step checks the counts, moves them into output_dir
-    and writes metrics.json, so a failed run changes nothing there.
+    directory; the last step checks the counts, moves them into output_dir,
+    validates the results against `gates` (validation.Gates; default: the
+    config's) and writes metrics.json, so a failed run changes nothing there.
+    A `history` the pipeline writes itself (BigQuery) gets the committed
+    run's rows; a baseline still to be read from it is read as a side input.
     """
+    gates = gates or validation.Gates.of(plan.config)
     run_id = run_id or uuid.uuid4().hex[:12]
     staging = output.staging_dir(output_dir, run_id)
     batches = p | "Read" >> ReadBatches(
@@ -66,14 +72,22 @@ def build(p, plan, output_dir, info, batch_size=DEFAULT_BATCH_SIZE, run_id=None)
     staged_files = (
         written | "StagedFiles" >> beam.Flatten() if written else p | "NoStagedFiles" >> beam.Create([])
     )
-    _ = (
+    baseline = {}
+    if isinstance(gates.baseline, run_history.LatestInBigQuery):
+        baseline["baseline_rows"] = beam.pvalue.AsList(
+            p | "ReadBaseline" >> beam.io.ReadFromBigQuery(query=gates.baseline.query(), use_standard_sql=True))
+    committed = (
         counts
         | "Document" >> beam.Map(output.metrics_document, beam.pvalue.AsList(results), plan, info)
         | "Commit" >> beam.Map(
             output.commit, output_dir, staging, plan.config.invalid_rows["max_fraction"],
-            staged_files=beam.pvalue.AsList(staged_files),
+            staged_files=beam.pvalue.AsList(staged_files), gates=gates, **baseline,
         )
     )
+    if history is not None and history.in_pipeline:
+        _ = (committed
+             | "HistoryRows" >> beam.FlatMap(run_history.commit_rows, run_id, output_dir)
+             | "WriteHistory" >> history.sink())
     return staging
 
 

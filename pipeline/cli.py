@@ -10,13 +10,16 @@ import argparse
 import logging
 import os
 import re
+import sqlite3
 import sys
+import uuid
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from head import PREDICTION_KEYS
-from pipeline import build, output, plan, runners
+from pipeline import build, output, plan, runners, validation
+from pipeline import history as run_history
 from pipeline.config import ConfigError, load_config
 from head.slicing import SlicingError
 from pipeline.evaluate import COUNTER_NAMESPACE, InvalidRowError, UnreadableFileError
@@ -62,6 +65,12 @@ def parse_args(argv):
     )
     parser.add_argument("--batch_size", type=int, default=DEFAULT_BATCH_SIZE,
                         help="rows per record batch (default %(default)s)")
+    parser.add_argument("--baseline_run", metavar="METRICS_JSON",
+                        help="the baseline of change thresholds: an earlier run's metrics.json (local or "
+                        f"gs://), or {run_history.LATEST} (the newest earlier run in --history)")
+    parser.add_argument("--history", metavar="URL",
+                        help="append the run to a history: sqlite:///PATH or bigquery:PROJECT:DATASET.TABLE")
+    parser.add_argument("--run_label", metavar="TEXT", help="a label for the run (metrics.json, history)")
     args, beam_args = parser.parse_known_args(argv)
     demo = args.input is None
     if demo:
@@ -108,11 +117,18 @@ def main(argv=None):
         config = load_config(args.config)
         paths = match_files(args.input)
         file_format = args.format or infer_format(args.input, paths)
-        info = plan.run_info(args.input, file_format, config, runner)
+        info = dict(plan.run_info(args.input, file_format, config, runner), label=args.run_label)
+        history = run_history.parse_url(args.history)
+        if history is not None:
+            history.prepare()
+        gates = validation.Gates.of(
+            config, run_history.resolve_baseline(args.baseline_run, history, info["started"]))
         evaluation = plan.resolve(config, paths, file_format, args.predictions, args.passthrough)
         pipeline = beam.Pipeline(runner=runners.direct_runner(options), options=options)
-        staging = build.build(pipeline, evaluation, args.output, info, batch_size=args.batch_size)
-    except (ConfigError, InputError) as e:
+        run_id = uuid.uuid4().hex
+        staging = build.build(pipeline, evaluation, args.output, info, batch_size=args.batch_size,
+                              run_id=run_id, gates=gates, history=history)
+    except (ConfigError, InputError, run_history.HistoryError, validation.BaselineError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     # Beam logs a DoFn's exception with its traceback before re-raising it;
@@ -139,6 +155,7 @@ def main(argv=None):
         return 0
     counts = runners.counters(result)
     document = output.read_json(metrics_path)
+    verdict = output.read_json(output.join(args.output, validation.VALIDATION_FILE))
     print(f"{args.input} ({file_format}), config {args.config}")
     print(output.format_table(document))
     _warn_about_set_aside_data(document, args.output)
@@ -147,7 +164,18 @@ def main(argv=None):
         logging.info("counters (%s): %s", COUNTER_NAMESPACE, line)
         print(f"counters ({COUNTER_NAMESPACE}): {line}")
     print(f"written: {metrics_path}")
-    return 0
+    if history is not None and not history.in_pipeline:  # the pipeline wrote a BigQuery history
+        rows = run_history.rows(document, verdict, run_id, args.output)
+        try:
+            history.append(rows)
+        except sqlite3.Error as e:
+            print(f"error: --history {args.history}: the run's rows could not be appended: {e}", file=sys.stderr)
+            return 1
+        print(f"history: {len(rows)} rows appended to {args.history}")
+    print(validation.summary(verdict))
+    for line in validation.failure_lines(verdict):
+        print(line, file=sys.stderr)
+    return 0 if verdict["validation_ok"] else 3
 
 
 def _remote_path_problem(args, dataflow, dry_run):

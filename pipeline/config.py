@@ -29,7 +29,7 @@ POLICIES = ("fail", "reject")
 SLICING_DEFAULTS = {"slicing_specs": None, "min_slice_size": 1, "max_slices": 10000}
 MODEL_KEYS = ("name", "logits", "is_baseline")
 SLICING_SPEC_KEYS = ("feature_keys", "feature_values", "bucket_boundaries")
-TOP_LEVEL = ("head", "columns", "models", *SLICING_DEFAULTS, "invalid_rows")
+TOP_LEVEL = ("head", "columns", "models", *SLICING_DEFAULTS, "invalid_rows", "validation")
 
 
 class ConfigError(ValueError):
@@ -54,6 +54,7 @@ class EvalConfig:
     min_slice_size: int = 1
     max_slices: int = 10000
     invalid_rows: dict = dataclasses.field(default_factory=lambda: dict(INVALID_ROWS_DEFAULTS))
+    validation: object = None  # pipeline.validation.ValidationConfig; parse_config always sets it
 
     @property
     def rejects_rows(self):
@@ -86,6 +87,7 @@ class EvalConfig:
             "min_slice_size": self.min_slice_size,
             "max_slices": self.max_slices,
             "invalid_rows": dict(self.invalid_rows),
+            "validation": self.validation.as_dict() if self.validation is not None else None,
         }
 
 
@@ -181,10 +183,14 @@ def parse_config(raw):
     config = EvalConfig(head=head, columns=columns, models=models, slicing_specs=specs,
                         invalid_rows=invalid_rows, **limits)
     try:
-        config.build_head()
+        head_keys = config.build_head().metric_keys()
     except ValueError as e:
         raise ConfigError(f"head.{_field_of(str(e))}: {e}") from e
-    return config
+    from pipeline.validation import parse_validation  # it builds on this module
+
+    validation = parse_validation(raw.get("validation"), head_keys, specs,
+                                  intervals_on=raw.get("confidence_intervals") is not None)
+    return dataclasses.replace(config, validation=validation)
 
 
 def _parse_models(raw):

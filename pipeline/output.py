@@ -1,5 +1,6 @@
 """Writing results through Beam's FileSystems (local paths or gs://)."""
 
+import datetime
 import json
 import uuid
 
@@ -7,6 +8,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from head import MetricState
 from head.slicing import OVERALL, Bucket, slice_name
+from pipeline import validation
 
 METRICS_FILE = "metrics.json"
 # Outputs written by Beam sinks: staged first, moved into place on success.
@@ -138,11 +140,15 @@ def check_counts(document, max_fraction):
         )
 
 
-def commit(document, output_dir, staging, max_fraction, staged_files=()):
-    """The run's last step: check, move staged outputs into place, write metrics.json.
+def commit(document, output_dir, staging, max_fraction, staged_files=(), *, gates, baseline_rows=None):
+    """The run's last step: check, move staged outputs into place, validate, write metrics.json.
 
     Until this runs, a directory holding an earlier run's outputs is untouched;
-    metrics.json is written last, so it exists only for a complete run.
+    the validation verdict (validation.json and BLESSED or NOT_BLESSED) is
+    written once the results are known, and metrics.json last, so it exists
+    only for a complete run. `gates` is the run's validation.Gates;
+    `baseline_rows` the history rows of its baseline when the pipeline read
+    them (a BigQuery history). Returns (the document, the verdict).
     """
     check_counts(document, max_fraction)
     for name in STAGED_OUTPUTS:
@@ -157,9 +163,30 @@ def commit(document, output_dir, staging, max_fraction, staged_files=()):
         if not FileSystems.exists(final_dir):
             FileSystems.mkdirs(final_dir)  # local disks need it; object stores ignore it
         FileSystems.rename(staged, [join(final_dir, f.rsplit("/", 1)[1]) for f in staged])
-    path = write_json_atomically(join(output_dir, METRICS_FILE), document)
+    document["run"] = {**document["run"], "seconds": _seconds_since(document["run"]["started"])}
+    if baseline_rows is not None:
+        gates = gates.with_history_rows(baseline_rows)
+    verdict = validation.validate(document, gates)
+    write_json_atomically(join(output_dir, validation.VALIDATION_FILE), verdict)
+    _write_marker(output_dir, validation.marker(verdict))
+    write_json_atomically(join(output_dir, METRICS_FILE), document)
     remove_staging(staging)
-    return path
+    return document, verdict
+
+
+def _seconds_since(started):
+    """Wall time since the run started (an ISO-8601 time), to the millisecond."""
+    elapsed = datetime.datetime.now(datetime.timezone.utc) - datetime.datetime.fromisoformat(started)
+    return round(elapsed.total_seconds(), 3)
+
+
+def _write_marker(output_dir, name):
+    """An empty BLESSED or NOT_BLESSED file; an earlier run's other marker goes."""
+    for other in (validation.BLESSED, validation.NOT_BLESSED):
+        path = join(output_dir, other)
+        if other != name and FileSystems.exists(path):
+            FileSystems.delete([path])
+    FileSystems.create(join(output_dir, name)).close()
 
 
 def remove_staging(staging):
