@@ -18,6 +18,7 @@ failed writes none. `--baseline_run history:latest` takes the newest earlier
 run of the history as the baseline (resolve_baseline).
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -26,7 +27,7 @@ import sqlite3
 
 import apache_beam as beam
 
-from pipeline.validation import BaselineError, ExternalBaseline
+from pipeline.validation import BaselineError, ExternalBaseline, load_baseline_run
 
 TABLE = "metric_history"
 LATEST = "history:latest"
@@ -155,22 +156,20 @@ class SQLiteHistory:
             raise HistoryError(f"--history {self.url}: table {TABLE} has columns {names}, "
                                f"not this program's {list(COLUMNS)}")
 
+    @contextlib.contextmanager
     def _transaction(self):
-        history = self
-
-        class Transaction:
-            def __enter__(self):
-                self.connection = history._connect()
-                self.connection.execute("BEGIN IMMEDIATE")  # the write lock now, or wait for it
-                return self.connection
-
-            def __exit__(self, kind, value, traceback):
-                try:
-                    self.connection.execute("COMMIT" if kind is None else "ROLLBACK")
-                finally:
-                    self.connection.close()
-
-        return Transaction()
+        """A connection holding the write lock (BEGIN IMMEDIATE waits for it); commits on success."""
+        connection = self._connect()
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield connection
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+        finally:
+            connection.close()
 
     def append(self, history_rows):
         """Appends rows in one transaction: all of them or none."""
@@ -297,8 +296,6 @@ def parse_url(url):
 
 def resolve_baseline(baseline_run, history, started):
     """--baseline_run: None, an earlier run's metrics.json, or history:latest."""
-    from pipeline.validation import load_baseline_run
-
     if baseline_run is None:
         return None
     if baseline_run == LATEST:

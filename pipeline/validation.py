@@ -22,13 +22,15 @@ spec with no gated slice at all fails as a missing slice.
 """
 
 import dataclasses
+import json
 import math
 import re
 
 import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
 
 from head.slicing import _as_column_type
-from pipeline.config import ConfigError, _check_keys, _parse_slicing_specs
+from pipeline.config import ConfigError, _check_keys, _parse_slicing_specs, _spec_as_dict
 
 VALIDATION_FILE = "validation.json"
 BLESSED, NOT_BLESSED = "BLESSED", "NOT_BLESSED"
@@ -117,8 +119,6 @@ class ValidationConfig:
         return [t for t in self.all_thresholds() if t.has_change_threshold]
 
     def as_dict(self):
-        from pipeline.config import _spec_as_dict
-
         return {
             "min_example_count": self.min_example_count,
             "thresholds": {t.metric: t.as_dict() for t in self.thresholds},
@@ -275,10 +275,6 @@ def _baseline_entry(entry):
 
 def load_baseline_run(path):
     """--baseline_run PATH: an earlier run's metrics.json, local or gs:// (Beam FileSystems)."""
-    import json
-
-    from apache_beam.io.filesystems import FileSystems
-
     try:
         with FileSystems.open(path) as f:
             document = json.loads(f.read().decode("utf-8"))
@@ -335,8 +331,17 @@ class Gates:
 # ---- the checks ----------------------------------------------------------------------
 
 
-def _num(x):
-    return f"{x:d}" if isinstance(x, int) and not isinstance(x, bool) else f"{x:.6g}"
+def _num(x, digits=6):
+    return f"{x:d}" if isinstance(x, int) and not isinstance(x, bool) else f"{x:.{digits}g}"
+
+
+def _apart(x, bound):
+    """x and a bound it is compared with, as text: 6 digits, more when those look equal."""
+    for digits in (6, 9, 12, 17):
+        texts = _num(x, digits), _num(bound, digits)
+        if texts[0] != texts[1] or x == bound:
+            break
+    return texts
 
 
 def _where(model, slice_name):
@@ -402,8 +407,8 @@ def _value_of(entry, metric):
         if metric not in metrics:
             return None, f"no metric {metric}"
         value = metrics[metric]
-    if value is None:
-        return None, f"{metric} is undefined (null)"
+    if value is None or math.isnan(value):  # NaN compares false: it would pass a change threshold
+        return None, f"{metric} is undefined ({'null' if value is None else 'NaN'})"
     return value, None
 
 
@@ -440,24 +445,19 @@ def validate(document, gates):
     """
     verdict = _Verdict()
     validation = gates.validation
-    by_model = {}
-    for entry in document["slices"]:
-        by_model.setdefault(entry["model"], []).append(entry)
-    baseline_model = gates.baseline_model
+    overall = {e["model"]: e for e in document["slices"] if not e["slice"]}  # every model has one
     for model in gates.models:
-        entries = by_model.get(model.name, [])
-        overall = next((e for e in entries if not e["slice"]), None)
-        count = overall["example_count"] if overall else 0
-        verdict.check(model, overall, "example_count", {"min_example_count": validation.min_example_count},
+        count = overall[model.name]["example_count"]
+        verdict.check(model, overall[model.name], "example_count",
+                      {"min_example_count": validation.min_example_count},
                       f"{_num(count)} < min_example_count {validation.min_example_count}"
                       if count < validation.min_example_count else None, value=count)
     for model in gates.models:
-        if model.name == baseline_model:
+        if model.is_baseline:
             continue  # not meaningful to gate the baseline on itself (as TFMA)
-        entries = by_model.get(model.name, [])
-        overall = next((e for e in entries if not e["slice"]), None)
+        entries = [e for e in document["slices"] if e["model"] == model.name]
         for threshold in validation.thresholds:
-            _check_entry(verdict, gates, document, model, overall, threshold)
+            _check_entry(verdict, gates, document, model, overall[model.name], threshold)
         for group in validation.per_slice_thresholds:
             for spec in group.specs:
                 matched = [e for e in entries if _matches(spec, e["slice"], group.bucketed_columns)]
@@ -465,7 +465,7 @@ def validate(document, gates):
                 for entry in gated:
                     for threshold in group.thresholds:
                         _check_entry(verdict, gates, document, model, entry, threshold)
-                if not gated:
+                if not gated:  # as TFMA's missing slices
                     why = ("every slice is below min_slice_size" if matched
                            else "the data has no slice of it")
                     for threshold in group.thresholds:
@@ -481,9 +481,6 @@ def validate(document, gates):
 
 def _check_entry(verdict, gates, document, model, entry, threshold):
     metric = threshold.metric
-    if entry is None:  # cannot happen for a document of this pipeline: named all the same
-        verdict.check(model, None, metric, threshold.as_dict(), "not checked: no overall slice")
-        return
     value, missing = _value_of(entry, metric)
     if threshold.has_value_threshold:
         bounds = threshold.value_threshold()
@@ -510,9 +507,9 @@ def _check_entry(verdict, gates, document, model, entry, threshold):
 
 def _value_problem(threshold, value):
     if threshold.lower_bound is not None and not value >= threshold.lower_bound:
-        return f"{_num(value)} < lower_bound {_num(threshold.lower_bound)}"
+        return "{} < lower_bound {}".format(*_apart(value, threshold.lower_bound))
     if threshold.upper_bound is not None and not value <= threshold.upper_bound:
-        return f"{_num(value)} > upper_bound {_num(threshold.upper_bound)}"
+        return "{} > upper_bound {}".format(*_apart(value, threshold.upper_bound))
     return None
 
 
@@ -573,7 +570,9 @@ def _change_problem(threshold, value, base, interval):
                 return (f"{stated}, diff interval [{_num(lower)}, {_num(upper)}] wholly {sign} "
                         f"absolute {_num(threshold.absolute)} {how}")
         elif fails(diff, threshold.absolute):
-            return f"{stated} {sign} absolute {_num(threshold.absolute)} {how}"
+            shown_diff, shown_bound = _apart(diff, threshold.absolute)
+            return (f"{_num(value)} vs baseline {_num(base)}: diff {shown_diff} {sign} "
+                    f"absolute {shown_bound} {how}")
     if threshold.relative is not None:
         if base == 0:
             return f"{stated}: relative change undefined (baseline is 0), relative {_num(threshold.relative)} {how}"
@@ -585,7 +584,8 @@ def _change_problem(threshold, value, base, interval):
                 return (f"{stated}, relative change interval [{_num(ends[0])}, {_num(ends[1])}] wholly "
                         f"{sign} relative {_num(threshold.relative)} {how}")
         elif fails(ratio, threshold.relative):
-            return f"{stated}, relative change {_num(ratio)} {sign} relative {_num(threshold.relative)} {how}"
+            shown_ratio, shown_bound = _apart(ratio, threshold.relative)
+            return f"{stated}, relative change {shown_ratio} {sign} relative {shown_bound} {how}"
     return None
 
 
@@ -601,7 +601,7 @@ def failure_lines(verdict):
 
 def summary(verdict):
     """One line: the verdict and what it rests on."""
+    checks = f"{verdict['checks']} check{'s' if verdict['checks'] != 1 else ''}"
     if verdict["validation_ok"]:
-        return f"validation: ok, {verdict['checks']} checks passed ({BLESSED})"
-    return (f"validation: FAILED, {len(verdict['failures'])} of {verdict['checks']} checks "
-            f"failed ({NOT_BLESSED})")
+        return f"validation: ok, {checks} passed ({BLESSED})"
+    return f"validation: FAILED, {len(verdict['failures'])} of {checks} failed ({NOT_BLESSED})"
