@@ -12,12 +12,17 @@
 """
 
 import dataclasses
+import json
+import os
+
+import numpy as np
 import pytest
 
 from head.slicing import slice_name
 from pipeline import validation
 from pipeline.config import ConfigError, parse_config
 from pipeline.validation import BaselineError, ExternalBaseline, Gates
+from tests.datafiles import head_results, scores, write_config, write_parquet
 
 HEAD = {"thresholds": [0.5]}
 COLUMNS = {"logits": "logits", "label": "label"}
@@ -475,3 +480,176 @@ def test_the_config_echoed_in_metrics_json_holds_the_gates():
         "per_slice_thresholds": [{"slicing_specs": [{"feature_keys": ["country"]}],
                                   "thresholds": {"auc": {"value_threshold": {"upper_bound": 1.0}}}}],
     }
+
+
+# ---- through the command line ------------------------------------------------------------
+
+ROWS = 3000
+WEIGHTED = {"weight_column": "weight", "thresholds": [0.5]}
+COUNTRIES = np.array(["DE", "US", "FR"])
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Scores of a candidate (logits) and a noisier production model (score_v1), with countries."""
+    root = tmp_path_factory.mktemp("validation_data")
+    columns = scores(ROWS, seed=11)
+    rng = np.random.default_rng(11)
+    columns["score_v1"] = (columns["logits"] + rng.normal(0, 1.5, ROWS)).astype(np.float32)
+    columns["country"] = COUNTRIES[rng.integers(0, 3, ROWS)]
+    path = write_parquet(root / "scores.parquet", columns)
+    return path, columns
+
+
+def _head(columns, logits="logits", rows=slice(None)):
+    results, _, _ = head_results(WEIGHTED, columns[logits][rows], columns["label"][rows], columns["weight"][rows])
+    return results
+
+
+def _files(output):
+    return sorted(name for name in os.listdir(output) if not name.startswith("."))
+
+
+def _read(output, name):
+    with open(os.path.join(output, name)) as f:
+        return json.load(f)
+
+
+def _failure_lines(stderr):
+    return [line for line in stderr.splitlines() if line.startswith("validation failed: ")]
+
+
+def test_failing_gates_exit_3_with_every_output_written_then_passing_gates_bless(cli, data, tmp_path):
+    path, columns = data
+    candidate, production = _head(columns), _head(columns, "score_v1")
+    assert candidate["auc"] > production["auc"]
+    by_country = {c: _head(columns, rows=columns["country"] == c)["auc"] for c in COUNTRIES}
+    worst = min(by_country, key=by_country.get)
+    slice_bound = round(sorted(by_country.values())[1] - 1e-4, 4)  # between the worst country and the others
+    loss_bound = round(candidate["average_loss"] - 0.01, 4)
+    gates = {
+        "thresholds": {
+            "auc": {"value_threshold": {"lower_bound": float(np.floor(candidate["auc"] * 1000) / 1000)},
+                    "change_threshold": {"direction": "higher_is_better", "absolute": 0}},
+            "average_loss": {"value_threshold": {"upper_bound": loss_bound}},
+        },
+        "per_slice_thresholds": [{"slicing_specs": [{"feature_keys": ["country"]}],
+                                  "thresholds": {"auc": {"value_threshold": {"lower_bound": slice_bound}}}}],
+    }
+    sections = {"models": [{"name": "candidate", "logits": "logits"},
+                           {"name": "production", "logits": "score_v1", "is_baseline": True}],
+                "slicing_specs": [{"feature_keys": ["country"]}]}
+    config = write_config(tmp_path / "gates.yaml", WEIGHTED, {"label": "label"}, validation=gates, **sections)
+    output = tmp_path / "out"
+    run = cli("--input", path, "--config", config, "--output", output, "--run_label", "nightly-1")
+    assert run.returncode == 3, run.stderr
+    expected = [
+        f"candidate, Overall: average_loss {candidate['average_loss']:.6g} > upper_bound {loss_bound:g}",
+        f"candidate, country:{worst}: auc {by_country[worst]:.6g} < lower_bound {slice_bound:g}",
+    ]
+    assert _failure_lines(run.stderr) == [f"validation failed: {line}" for line in expected]
+    checks = 2 + 3 + len(COUNTRIES)  # min_example_count per model, 3 overall, auc per country
+    assert f"validation: FAILED, 2 of {checks} checks failed (NOT_BLESSED)" in run.stdout
+    assert _files(output) == ["NOT_BLESSED", "metrics.json", "validation.json"]
+    assert os.path.getsize(output / "NOT_BLESSED") == 0
+    verdict, document = _read(output, "validation.json"), _read(output, "metrics.json")
+    assert verdict["validation_ok"] is False and verdict["checks"] == checks
+    assert verdict["baseline"] == "model 'production' (is_baseline)"
+    assert [f["message"] for f in verdict["failures"]] == expected
+    loss, country = verdict["failures"]
+    assert loss["value"] == pytest.approx(candidate["average_loss"], rel=1e-12) and loss["baseline"] is None
+    assert loss["threshold"] == {"value_threshold": {"upper_bound": loss_bound}}
+    assert (country["model"], country["slice"], country["slice_name"]) == ("candidate", {"country": worst},
+                                                                          f"country:{worst}")
+    assert document["metrics"]["auc"] == pytest.approx(candidate["auc"], rel=1e-12)  # the run's results, as usual
+    assert document["run"]["label"] == "nightly-1" and 0 < document["run"]["seconds"] < 600
+
+    gates["thresholds"]["average_loss"]["value_threshold"]["upper_bound"] = 1.0
+    gates["per_slice_thresholds"][0]["thresholds"]["auc"]["value_threshold"]["lower_bound"] = 0.5
+    write_config(tmp_path / "gates.yaml", WEIGHTED, {"label": "label"}, validation=gates, **sections)
+    run = cli("--input", path, "--config", config, "--output", output)
+    assert run.returncode == 0, run.stderr
+    assert not _failure_lines(run.stderr)
+    assert f"validation: ok, {checks} checks passed (BLESSED)" in run.stdout
+    assert _files(output) == ["BLESSED", "metrics.json", "validation.json"]  # the earlier marker is gone
+    assert _read(output, "validation.json") == {"validation_ok": True, "checks": checks, "failures": [],
+                                                "baseline": "model 'production' (is_baseline)"}
+    assert _read(output, "metrics.json")["run"]["label"] is None
+
+
+def test_baseline_run_gates_against_an_earlier_runs_metrics_json(cli, data, tmp_path):
+    path, columns = data
+    yesterday = tmp_path / "yesterday"
+    config = write_config(tmp_path / "v1.yaml", WEIGHTED, {"logits": "score_v1", "label": "label"})
+    run = cli("--input", path, "--config", config, "--output", yesterday, "--run_label", "v1")
+    assert run.returncode == 0, run.stderr
+    started = _read(yesterday, "metrics.json")["run"]["started"]
+    change = {"direction": "higher_is_better", "absolute": 0}
+    gates = {"thresholds": {"auc": {"change_threshold": change}, "average_loss": {"change_threshold": change}}}
+    config = write_config(tmp_path / "v2.yaml", WEIGHTED, validation=gates)
+    output = tmp_path / "today"
+    run = cli("--input", path, "--config", config, "--output", output,
+              "--baseline_run", yesterday / "metrics.json")
+    assert run.returncode == 3, run.stderr
+    today, before = _head(columns), _head(columns, "score_v1")
+    diff = today["average_loss"] - before["average_loss"]
+    assert diff < 0 < today["auc"] - before["auc"]  # better on both: the loss gate is set the wrong way round
+    message = (f"Overall: average_loss {today['average_loss']:.6g} vs baseline {before['average_loss']:.6g}: "
+               f"diff {diff:.6g} < absolute 0 (higher_is_better)")
+    assert _failure_lines(run.stderr) == [f"validation failed: {message}"]
+    verdict = _read(output, "validation.json")
+    assert verdict["baseline"] == f"{yesterday / 'metrics.json'} (started {started}, label v1)"
+    assert verdict["checks"] == 3 and [f["message"] for f in verdict["failures"]] == [message]
+    assert verdict["failures"][0]["baseline"] == pytest.approx(before["average_loss"], rel=1e-12)
+
+
+def _empty_input(root):
+    os.makedirs(root, exist_ok=True)
+    return write_parquet(os.path.join(root, "empty.parquet"), {k: v[:0] for k, v in scores(1).items()})
+
+
+@pytest.mark.parametrize("minimum, code", [(None, 3), (0, 0)])
+def test_an_empty_input_completes_but_fails_min_example_count(cli, tmp_path, minimum, code):
+    sections = {} if minimum is None else {"validation": {"min_example_count": minimum}}
+    config = write_config(tmp_path / "c.yaml", WEIGHTED, **sections)
+    output = tmp_path / "out"
+    run = cli("--input", _empty_input(tmp_path / "in"), "--config", config, "--output", output)
+    assert run.returncode == code, run.stderr
+    assert _read(output, "metrics.json")["example_count"] == 0
+    if code:
+        assert _failure_lines(run.stderr) == ["validation failed: Overall: example_count 0 < min_example_count 1"]
+        assert _files(output) == ["NOT_BLESSED", "metrics.json", "validation.json"]
+        assert _read(output, "validation.json")["failures"][0]["threshold"] == {"min_example_count": 1}
+    else:
+        assert _files(output) == ["BLESSED", "metrics.json", "validation.json"]
+
+
+def test_a_fully_rejected_input_completes_but_fails_min_example_count(cli, tmp_path):
+    columns = scores(500, seed=3)
+    columns["label"] = np.full(500, 7, dtype=np.int64)
+    path = write_parquet(tmp_path / "bad.parquet", columns)
+    config = write_config(tmp_path / "c.yaml", WEIGHTED, invalid_rows={"policy": "reject", "max_fraction": 1.0},
+                          validation={"min_example_count": 100})
+    output = tmp_path / "out"
+    run = cli("--input", path, "--config", config, "--output", output)
+    assert run.returncode == 3, run.stderr
+    document = _read(output, "metrics.json")
+    assert (document["rows_read"], document["rows_rejected"], document["example_count"]) == (500, 500, 0)
+    assert _failure_lines(run.stderr) == ["validation failed: Overall: example_count 0 < min_example_count 100"]
+    assert "warning: 500 of 500 rows rejected" in run.stderr
+    assert _files(output) == ["NOT_BLESSED", "metrics.json", "rejected", "validation.json"]
+
+
+@pytest.mark.parametrize("gates, message", [
+    ({"thresholds": {"aucc": {"value_threshold": {"lower_bound": 0.5}}}},
+     "error: validation.thresholds.aucc: unknown metric key (valid: average_loss,"),
+    ({"thresholds": {"auc": {"change_threshold": {"direction": "higher_is_better", "absolute": 0}}}},
+     "error: validation.thresholds.auc.change_threshold: no baseline to compare with: give a model "
+     "is_baseline: true, or pass --baseline_run"),
+])
+def test_config_errors_exit_2_before_anything_runs(cli, data, tmp_path, gates, message):
+    config = write_config(tmp_path / "c.yaml", WEIGHTED, validation=gates)
+    run = cli("--input", data[0], "--config", config, "--output", tmp_path / "out")
+    assert run.returncode == 2
+    assert run.stderr.startswith(message) and len(run.stderr.splitlines()) == 1, run.stderr
+    assert not os.path.exists(tmp_path / "out")
