@@ -109,7 +109,7 @@ def main(argv=None):
     options = runners.pipeline_options(beam_args)
     runner = runners.runner_name(options)
     dataflow, dry_run = runners.is_dataflow(options), runners.is_dry_run(options)
-    problem = _remote_path_problem(args, dataflow, dry_run)
+    problem = _remote_path_problem(args, dataflow, dry_run) or (dataflow and _bucket_problem(options))
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
@@ -186,6 +186,22 @@ def _remote_path_problem(args, dataflow, dry_run):
         return f"--output {args.output}: Dataflow writes to a gs:// directory"
     if not dry_run and FileSystems.get_scheme(args.input) in (None, "file"):
         return f"--input {args.input}: Dataflow workers read gs:// files (local paths only with --dry_run)"
+    return None
+
+
+def _bucket_problem(options):
+    """A temp or staging location in a bucket GCS cannot have: Beam would ignore it and look
+    up a default bucket over the network (minutes without network), so say so now."""
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
+    from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
+
+    cloud = options.view_as(GoogleCloudOptions)
+    for name in ("temp_location", "staging_location"):
+        path = getattr(cloud, name)
+        bucket = path[len("gs://"):].split("/", 1)[0] if path and path.startswith("gs://") else None
+        if bucket is not None and not re.match(PipelineOptionsValidator.GCS_BUCKET, bucket):
+            return (f"--{name} {path}: {bucket!r} is not a valid GCS bucket name (3 to 63 characters "
+                    "of a-z, 0-9, -, _ and .)")
     return None
 
 

@@ -148,13 +148,13 @@ class SQLiteHistory:
         try:
             os.makedirs(directory, exist_ok=True)
             with self._transaction() as connection:
-                self._create(connection)
                 names = [r[1] for r in connection.execute(f"PRAGMA table_info({TABLE})")]
+                if names and names != list(COLUMNS):
+                    raise HistoryError(f"--history {self.url}: table {TABLE} has columns {names}, "
+                                       f"not this program's {list(COLUMNS)}")
+                self._create(connection)
         except (OSError, sqlite3.Error) as e:
             raise HistoryError(f"--history {self.url}: cannot use {self.path}: {e}") from None
-        if names != list(COLUMNS):
-            raise HistoryError(f"--history {self.url}: table {TABLE} has columns {names}, "
-                               f"not this program's {list(COLUMNS)}")
 
     @contextlib.contextmanager
     def _transaction(self):

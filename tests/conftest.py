@@ -28,3 +28,19 @@ def cli(tmp_path):
         )
 
     return run
+
+
+@pytest.fixture
+def no_gcs(monkeypatch):
+    """Fails the test if anything opens a GCS client (Dataflow dry runs are offline)."""
+    from apache_beam.io.gcp import gcsio
+
+    touched = []
+
+    def refuse(self, *args, **kwargs):
+        touched.append(args)
+        raise AssertionError("GCS touched in a dry run")
+
+    monkeypatch.setattr(gcsio.GcsIO, "__init__", refuse)
+    yield touched
+    assert not touched
