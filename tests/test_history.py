@@ -12,6 +12,7 @@
   baseline with ReadFromBigQuery).
 """
 
+import datetime
 import glob
 import json
 import multiprocessing
@@ -121,7 +122,7 @@ def test_bad_history_urls_are_named(url):
 # ---- SQLite -------------------------------------------------------------------------------
 
 
-def _rows_of_run(run_id, started, rows=DOCUMENT):
+def _rows_of_run(run_id, started):
     document = dict(DOCUMENT, run=dict(DOCUMENT["run"], started=started))
     return history.rows(document, {"validation_ok": True}, run_id, "out")
 
@@ -276,3 +277,142 @@ def test_two_nights_into_sqlite_history_the_second_gated_against_the_first(cli, 
     assert json.loads(de["slice"]) == {"country": "DE"} and de["example_count"] == int(
         (columns["country"] == "DE").sum())
     assert {r["input"] for r in rows} == {path} and {r["runner"] for r in rows} == {"DirectRunner"}
+
+
+def test_two_runs_at_once_into_one_history_lose_nothing(data, tmp_path):
+    path, _ = data
+    db = tmp_path / "runs.db"
+    config = _config(tmp_path / "c.yaml", "logits")
+    runs = [subprocess.Popen([sys.executable, RUN_PIPELINE, "--input", path, "--config", config,
+                              "--output", str(tmp_path / f"out{i}"), "--history", f"sqlite:///{db}",
+                              "--run_label", f"run{i}"],
+                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for i in range(2)]
+    for run in runs:
+        _, stderr = run.communicate(timeout=600)
+        assert run.returncode == 0, stderr
+    rows = _history_rows(db)
+    counts = {}
+    for row in rows:
+        counts[row["label"]] = counts.get(row["label"], 0) + 1
+    assert counts == {"run0": 3 * METRICS_PER_SLICE, "run1": 3 * METRICS_PER_SLICE}
+    assert len({r["run_id"] for r in rows}) == 2
+
+
+def test_a_failed_run_writes_no_history_row(cli, tmp_path):
+    columns = scores(300, seed=2)
+    columns["label"][17] = 3  # the run fails on this row (invalid_rows: fail)
+    path = write_parquet(tmp_path / "bad.parquet", columns)
+    db = tmp_path / "runs.db"
+    run = cli("--input", path, "--config", write_config(tmp_path / "c.yaml", HEAD), "--output", tmp_path / "out",
+              "--history", f"sqlite:///{db}")
+    assert run.returncode == 1 and "row 17" in run.stderr, run.stderr
+    assert _history_rows(db) == []  # the table is made before the run; no row is added
+    assert not os.path.exists(tmp_path / "out" / "metrics.json")
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--baseline_run", "history:latest"], "error: --baseline_run history:latest needs --history"),
+    (["--history", "sqlite:///{tmp}"], "error: --history sqlite:///{tmp}: cannot use {tmp}: "),
+    (["--history", "mysql://h/db"], "error: --history mysql://h/db: must be sqlite:///PATH or "
+                                    "bigquery:PROJECT:DATASET.TABLE"),
+    (["--baseline_run", "{tmp}/none.json"], "error: --baseline_run {tmp}/none.json: cannot be read: "),
+])
+def test_history_and_baseline_errors_exit_2_before_the_run(data, tmp_path, capsys, extra, message):
+    config = _config(tmp_path / "c.yaml", "logits")
+    extra = [a.format(tmp=tmp_path) for a in extra]  # a directory is no SQLite file
+    code = run_cli(["--input", data[0], "--config", config, "--output", tmp_path / "out", *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(message.format(tmp=tmp_path)) and len(err.splitlines()) == 1, err
+    assert not os.path.exists(tmp_path / "out")
+
+
+# ---- BigQuery: written by the pipeline ----------------------------------------------------
+
+
+class _RowsToFile(BigQueryHistory):
+    """A history the pipeline writes, as BigQuery's is, into JSON lines instead of a table."""
+
+    def __init__(self, prefix):
+        super().__init__("test", "p", "d", "t")
+        object.__setattr__(self, "prefix", prefix)
+
+    def sink(self):
+        return beam.Map(json.dumps) | beam.io.WriteToText(self.prefix)
+
+
+def test_the_pipeline_hands_its_sink_the_committed_runs_rows(data, tmp_path):
+    path, _ = data
+    config = load_config(_config(tmp_path / "c.yaml", "logits"))
+    sink = _RowsToFile(str(tmp_path / "rows" / "part"))
+    info = dict(plan.run_info(path, "parquet", config, "DirectRunner"), label="bq")
+    p = beam.Pipeline(runner=runners.direct_runner(runners.pipeline_options([])))
+    build.build(p, plan.resolve(config, [path], "parquet"), str(tmp_path / "out"), info, run_id="run-7",
+                history=sink)
+    p.run().wait_until_finish()
+    written = [json.loads(line) for f in glob.glob(str(tmp_path / "rows" / "part*")) for line in open(f)]
+    document = json.load(open(tmp_path / "out" / "metrics.json"))
+    verdict = json.load(open(tmp_path / "out" / "validation.json"))
+    assert sorted(written, key=json.dumps) == sorted(
+        history.rows(document, verdict, "run-7", str(tmp_path / "out")), key=json.dumps)
+    assert len(written) == 3 * METRICS_PER_SLICE and {r["label"] for r in written} == {"bq"}
+
+
+def test_the_bigquery_sink_appends_with_load_jobs_to_the_named_table():
+    sink = history.parse_url("bigquery:p-123:evals.metric_history").sink()
+    assert isinstance(sink, beam.io.WriteToBigQuery)
+    assert (sink.table_reference.projectId, sink.table_reference.datasetId, sink.table_reference.tableId) == (
+        "p-123", "evals", "metric_history")
+    assert sink.method == beam.io.WriteToBigQuery.Method.FILE_LOADS
+    assert sink.create_disposition == beam.io.BigQueryDisposition.CREATE_IF_NEEDED
+    assert sink.write_disposition == beam.io.BigQueryDisposition.WRITE_APPEND
+    fields = sink.schema["fields"]
+    assert [f["name"] for f in fields] == list(COLUMNS)
+    assert {f["name"]: f["type"] for f in fields}["started"] == "TIMESTAMP"
+
+
+def test_the_latest_run_query_of_a_bigquery_history():
+    latest = history.parse_url("bigquery:p-123:evals.h").latest_baseline("2026-11-24T02:00:00+00:00")
+    assert latest.query() == (
+        "SELECT * FROM `p-123.evals.h` WHERE run_id = (SELECT run_id FROM `p-123.evals.h` "
+        "WHERE started < TIMESTAMP('2026-11-24T02:00:00+00:00') ORDER BY started DESC, run_id DESC LIMIT 1)")
+    started = datetime.datetime(2026, 11, 23, 2, tzinfo=datetime.timezone.utc)  # BigQuery gives datetimes
+    rows = [dict(r, started=started) for r in history.rows(DOCUMENT, {"validation_ok": True}, "r0", "o")]
+    baseline = latest.resolve(rows)
+    assert baseline.source == ("history bigquery:p-123:evals.h: run r0 (started 2026-11-23T02:00:00+00:00, "
+                               "label nightly)")
+    assert baseline.entries[("candidate", "Overall")]["metrics"] == {"auc": 0.75, "loss": 0.5}
+
+
+DATAFLOW = ["--runner=DataflowRunner", "--dry_run=True", "--no_auth", "--project=p-123", "--region=us-central1",
+            "--temp_location=gs://valid-bucket/tmp", "--setup_file", os.path.join(PROJECT_ROOT, "setup.py")]
+
+
+def test_dataflow_dry_run_builds_a_job_writing_the_history_to_bigquery(data, tmp_path, capsys, no_gcs):
+    path, _ = data
+    gates = {"direction": "higher_is_better", "absolute": -0.01}
+    config = _config(tmp_path / "c.yaml", "logits", gates)
+    code = run_cli(["--input", path, "--config", config, "--output", "gs://valid-bucket/eval", *DATAFLOW,
+                    "--history", "bigquery:p-123:evals.metric_history", "--baseline_run", "history:latest"])
+    assert code == 0, capsys.readouterr().err
+    assert "dry run: DataflowRunner job built and translated, not submitted" in capsys.readouterr().out
+
+    loaded = load_config(config)
+    store = history.parse_url("bigquery:p-123:evals.metric_history")
+    info = plan.run_info(path, "parquet", loaded, "DataflowRunner")
+    gates = validation.Gates.of(loaded, history.resolve_baseline("history:latest", store, info["started"]))
+    p = beam.Pipeline(options=runners.pipeline_options(DATAFLOW))
+    build.build(p, plan.resolve(loaded, [path], "parquet"), "gs://valid-bucket/eval", info, gates=gates,
+                history=store)
+    names = {t.unique_name for t in p.run().job.proto_pipeline.components.transforms.values()}
+    assert {"Commit", "HistoryRows", "WriteHistory", "WriteHistory/BigQueryBatchFileLoads", "ReadBaseline"} <= names
+
+
+def test_dataflow_preflight_names_a_bucket_gcs_cannot_have(data, tmp_path, capsys, no_gcs):
+    """gs://b is no bucket name: Beam would drop it and look up a default bucket over the network."""
+    args = [a.replace("valid-bucket", "b") for a in DATAFLOW]
+    code = run_cli(["--input", data[0], "--config", _config(tmp_path / "c.yaml", "logits"), "--output",
+                    "gs://valid-bucket/eval", *args, "--history", "bigquery:p-123:evals.metric_history"])
+    assert code == 2
+    assert capsys.readouterr().err == ("error: --temp_location gs://b/tmp: 'b' is not a valid GCS bucket name "
+                                       "(3 to 63 characters of a-z, 0-9, -, _ and .)\n")
