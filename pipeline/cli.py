@@ -117,7 +117,7 @@ def main(argv=None):
         config = load_config(args.config)
         paths = match_files(args.input)
         file_format = args.format or infer_format(args.input, paths)
-        info = dict(plan.run_info(args.input, file_format, config, runner), label=args.run_label)
+        info = plan.run_info(args.input, file_format, config, runner, label=args.run_label)
         history = run_history.parse_url(args.history)
         if history is not None:
             history.prepare()

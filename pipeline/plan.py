@@ -223,13 +223,14 @@ def _version(package):
         return None
 
 
-def run_info(input_pattern, file_format, config, runner):
-    """The `run` section of metrics.json."""
+def run_info(input_pattern, file_format, config, runner, label=None):
+    """The `run` section of metrics.json (the commit step adds `seconds`)."""
     return {
         "input": input_pattern,
         "format": file_format,
         "config": config.as_dict(),
         "runner": runner,
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "label": label,
         "versions": {name: _version(name) for name in VERSIONED_PACKAGES},
     }

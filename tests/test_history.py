@@ -345,7 +345,7 @@ def test_the_pipeline_hands_its_sink_the_committed_runs_rows(data, tmp_path):
     path, _ = data
     config = load_config(_config(tmp_path / "c.yaml", "logits"))
     sink = _RowsToFile(str(tmp_path / "rows" / "part"))
-    info = dict(plan.run_info(path, "parquet", config, "DirectRunner"), label="bq")
+    info = plan.run_info(path, "parquet", config, "DirectRunner", label="bq")
     p = beam.Pipeline(runner=runners.direct_runner(runners.pipeline_options([])))
     build.build(p, plan.resolve(config, [path], "parquet"), str(tmp_path / "out"), info, run_id="run-7",
                 history=sink)

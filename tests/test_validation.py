@@ -17,6 +17,7 @@ import os
 
 import numpy as np
 import pytest
+import yaml
 
 from head.slicing import slice_name
 from pipeline import validation
@@ -653,3 +654,40 @@ def test_config_errors_exit_2_before_anything_runs(cli, data, tmp_path, gates, m
     assert run.returncode == 2
     assert run.stderr.startswith(message) and len(run.stderr.splitlines()) == 1, run.stderr
     assert not os.path.exists(tmp_path / "out")
+
+
+# ---- configs/nightly.yaml ------------------------------------------------------------------
+
+NIGHTLY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "nightly.yaml")
+DEMO = os.path.join(os.path.dirname(NIGHTLY), os.pardir, "data", "demo", "scores.parquet")
+
+
+def test_the_nightly_config_blesses_the_demo_candidate(cli, tmp_path):
+    output = tmp_path / "out"
+    run = cli("--input", DEMO, "--config", NIGHTLY, "--output", output, "--run_label", "demo")
+    assert run.returncode == 0, run.stderr
+    countries = 5
+    checks = 2 + 4 + 2 * countries  # min_example_count per model; auc and average_loss, value and change; per country
+    assert f"validation: ok, {checks} checks passed (BLESSED)" in run.stdout
+    assert _files(output) == ["BLESSED", "metrics.json", "validation.json"]
+    document = _read(output, "metrics.json")
+    assert len([e for e in document["slices"] if e["model"] == "candidate"]) == 1 + countries
+
+
+def test_the_nightly_config_rejects_the_production_model_as_a_candidate(cli, tmp_path):
+    """The same gates with the two models' scores swapped: the older model fails them."""
+    with open(NIGHTLY) as f:
+        swapped = yaml.safe_load(f)
+    swapped["models"][0]["logits"], swapped["models"][1]["logits"] = "score_v1", "logits"
+    config = tmp_path / "swapped.yaml"
+    config.write_text(yaml.safe_dump(swapped))
+    run = cli("--input", DEMO, "--config", config, "--output", tmp_path / "out")
+    assert run.returncode == 3, run.stderr
+    failures = _read(tmp_path / "out", "validation.json")["failures"]
+    failed = sorted((f["slice_name"], f["metric"], next(iter(f["threshold"]))) for f in failures)
+    countries = ["br", "de", "fr", "jp", "us"]
+    assert failed == sorted(
+        [("Overall", m, kind) for m in ("auc", "average_loss") for kind in ("value_threshold", "change_threshold")]
+        + [(f"country:{c}", "auc", "change_threshold") for c in countries])  # every country's auc >= 0.72 holds
+    assert len(_failure_lines(run.stderr)) == len(failures) == 9
+    assert "validation: FAILED, 9 of 16 checks failed (NOT_BLESSED)" in run.stdout
