@@ -24,6 +24,7 @@ from head.intervals import (
     row_hashes,
 )
 from head.slicing import OVERALL, SliceSpec, slice_states
+from tests.datafiles import run_cli, scores, write_config, write_files
 
 POPULATION = 100_000
 DATA_SETS = 400
@@ -176,3 +177,23 @@ def test_bootstrap_states_count_each_row_its_poisson_times():
         repeat = np.repeat(np.arange(500), samples["counts"][:, r])
         replicate = head.evaluate_batch(logits[repeat], labels[repeat])
         assert np.allclose(totals[1 + r], head.layout.sums(replicate)[0], rtol=1e-12)
+
+
+INTERVAL_CONFIG_ERRORS = {
+    "unknown key": ({"method": "jackknife", "samples": 20}, "confidence_intervals.samples"),
+    "method": ({"method": "bootstrap"}, "confidence_intervals.method: must be one of jackknife, poisson_bootstrap"),
+    "num_samples": ({"num_samples": 1}, "confidence_intervals.num_samples"),
+    "level": ({"level": 95}, "confidence_intervals.level: must be a number in (0, 1)"),
+    "seed": ({"seed": -1}, "confidence_intervals.seed"),
+}
+
+
+@pytest.mark.parametrize("case", list(INTERVAL_CONFIG_ERRORS))
+def test_interval_config_errors_name_the_field(tmp_path, capsys, case):
+    intervals, message = INTERVAL_CONFIG_ERRORS[case]
+    pattern, _ = write_files(tmp_path / "in", "parquet", [scores(50)])
+    config = write_config(tmp_path / "config.yaml", confidence_intervals=intervals)
+    code = run_cli(["--input", pattern, "--config", config, "--output", tmp_path / "out"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: config ") and message in err, err
+    assert not (tmp_path / "out").exists()
