@@ -643,7 +643,7 @@ def test_a_fully_rejected_input_completes_but_fails_min_example_count(cli, tmp_p
 
 @pytest.mark.parametrize("gates, message", [
     ({"thresholds": {"aucc": {"value_threshold": {"lower_bound": 0.5}}}},
-     "error: validation.thresholds.aucc: unknown metric key (valid: average_loss,"),
+     "error: config {config}: validation.thresholds.aucc: unknown metric key (valid: average_loss,"),
     ({"thresholds": {"auc": {"change_threshold": {"direction": "higher_is_better", "absolute": 0}}}},
      "error: validation.thresholds.auc.change_threshold: no baseline to compare with: give a model "
      "is_baseline: true, or pass --baseline_run"),
@@ -652,7 +652,7 @@ def test_config_errors_exit_2_before_anything_runs(cli, data, tmp_path, gates, m
     config = write_config(tmp_path / "c.yaml", WEIGHTED, validation=gates)
     run = cli("--input", data[0], "--config", config, "--output", tmp_path / "out")
     assert run.returncode == 2
-    assert run.stderr.startswith(message) and len(run.stderr.splitlines()) == 1, run.stderr
+    assert run.stderr.startswith(message.format(config=config)) and len(run.stderr.splitlines()) == 1, run.stderr
     assert not os.path.exists(tmp_path / "out")
 
 
