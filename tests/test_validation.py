@@ -23,7 +23,7 @@ from head.slicing import slice_name
 from pipeline import validation
 from pipeline.config import ConfigError, parse_config
 from pipeline.validation import BaselineError, ExternalBaseline, Gates
-from tests.datafiles import head_results, scores, write_config, write_parquet
+from tests.datafiles import head_results, run_cli, scores, write_config, write_parquet
 
 HEAD = {"thresholds": [0.5]}
 COLUMNS = {"logits": "logits", "label": "label"}
@@ -691,3 +691,43 @@ def test_the_nightly_config_rejects_the_production_model_as_a_candidate(cli, tmp
         + [(f"country:{c}", "auc", "change_threshold") for c in countries])  # every country's auc >= 0.72 holds
     assert len(_failure_lines(run.stderr)) == len(failures) == 9
     assert "validation: FAILED, 9 of 16 checks failed (NOT_BLESSED)" in run.stdout
+
+
+def test_use_confidence_interval_with_the_runs_own_intervals(cli, data, tmp_path):
+    """auc: the point diff misses the bound, its interval reaches it (pass); accuracy: wholly short (fail)."""
+    path, _ = data
+    sections = {"models": [{"name": "candidate", "logits": "logits"},
+                           {"name": "production", "logits": "score_v1", "is_baseline": True}],
+                "confidence_intervals": {"method": "jackknife", "num_samples": 10, "seed": 1}}
+    first = tmp_path / "first"
+    config = write_config(tmp_path / "ci.yaml", WEIGHTED, {"label": "label"}, **sections)
+    assert run_cli(["--input", path, "--config", config, "--output", first]) == 0
+    overall = _read(first, "metrics.json")["slices"][0]
+    diff, intervals = overall["diff"], overall["diff_confidence_intervals"]
+    auc_bound = (diff["auc"] + intervals["auc"]["upper"]) / 2  # above the point diff, below the interval's top
+    accuracy_bound = intervals["accuracy"]["upper"] + 0.001
+    assert diff["auc"] < auc_bound < intervals["auc"]["upper"]  # the point estimate alone would fail
+    gates = {"thresholds": {
+        "auc": {"change_threshold": {"direction": "higher_is_better", "absolute": auc_bound,
+                                     "use_confidence_interval": True}},
+        "accuracy": {"change_threshold": {"direction": "higher_is_better", "absolute": accuracy_bound,
+                                          "use_confidence_interval": True}}}}
+    config = write_config(tmp_path / "ci.yaml", WEIGHTED, {"label": "label"}, validation=gates, **sections)
+    run = cli("--input", path, "--config", config, "--output", tmp_path / "second")
+    assert run.returncode == 3, run.stderr
+    accuracy = overall["metrics"]["accuracy"]
+    base = accuracy - diff["accuracy"]
+    interval = intervals["accuracy"]
+    expected = (f"candidate, Overall: accuracy {accuracy:.6g} vs baseline {base:.6g}: diff {diff['accuracy']:.6g}, "
+                f"diff interval [{interval['lower']:.6g}, {interval['upper']:.6g}] wholly < absolute "
+                f"{accuracy_bound:.6g} (higher_is_better, use_confidence_interval)")
+    assert _failure_lines(run.stderr) == [f"validation failed: {expected}"]
+    assert _read(tmp_path / "second", "validation.json")["checks"] == 4
+
+
+def test_use_confidence_interval_is_accepted_with_intervals_configured():
+    raw = {"head": HEAD, "columns": COLUMNS, "confidence_intervals": {"method": "poisson_bootstrap"},
+           "validation": {"thresholds": {"auc": {"change_threshold": {**CHANGE, "use_confidence_interval": True}}}}}
+    (threshold,) = parse_config(raw).validation.thresholds
+    assert threshold.use_confidence_interval and threshold.as_dict() == {"change_threshold": {
+        "direction": "higher_is_better", "absolute": 0.0, "use_confidence_interval": True}}
