@@ -11,14 +11,19 @@ Semantics, as TFMA's metrics_validator: a `value_threshold` passes when
 lower_bound <= value <= upper_bound; a `change_threshold` compares with the
 baseline's value (diff = value - baseline): `higher_is_better` passes when
 diff >= absolute and diff / baseline >= relative, `lower_is_better` when
-diff <= absolute and diff / baseline <= relative (a relative bound with a
-baseline of 0 fails: the ratio is undefined, as in TFMA). With
+diff <= absolute and diff / baseline <= relative. With
 `use_confidence_interval`, a change threshold fails only when the whole
 confidence interval of the diff lies on the failing side. Thresholds apply to
 every non-baseline model; `min_example_count` to every model's overall slice.
-A missing slice, metric or baseline value fails its check, named. Slices
-whose metrics were withheld (below min_slice_size) are not gated; a slicing
-spec with no gated slice at all fails as a missing slice.
+A missing slice, metric or baseline value fails its check, named, and so does
+an undefined (null or NaN) value. Slices whose metrics were withheld (below
+min_slice_size) are not gated; a slicing spec with no gated slice at all
+fails, as TFMA's missing slices do.
+
+Where TFMA differs, on purpose (SPEC §8): its unsliced thresholds apply to
+every slice, ours (`thresholds`) to the overall slice; it fails every change
+threshold whose baseline value is exactly 0 (the ratio is NaN even with no
+`relative` bound), we fail only a `relative` bound then.
 """
 
 import dataclasses

@@ -142,6 +142,15 @@ def scores(rows, seed=0, dims=None):
     return columns
 
 
+def two_model_scores(rows, seed, countries):
+    """scores() plus an older, noisier model's logits (score_v1) and a country per row."""
+    columns = scores(rows, seed=seed)
+    rng = np.random.default_rng(seed)
+    columns["score_v1"] = (columns["logits"] + rng.normal(0, 1.5, rows)).astype(np.float32)
+    columns["country"] = np.asarray(countries)[rng.integers(0, len(countries), rows)]
+    return columns
+
+
 # ---- running -------------------------------------------------------------------
 
 

@@ -29,7 +29,7 @@ from pipeline import build, history, plan, runners, validation
 from pipeline.config import load_config
 from pipeline.history import COLUMNS, TABLE, BigQueryHistory, HistoryError, SQLiteHistory
 from tests.conftest import RUN_PIPELINE
-from tests.datafiles import head_results, run_cli, scores, write_config, write_parquet
+from tests.datafiles import head_results, run_cli, scores, two_model_scores, write_config, write_parquet
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEAD = {"weight_column": "weight", "thresholds": [0.5]}
@@ -201,12 +201,8 @@ def test_concurrent_writers_lose_nothing(tmp_path):
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """Yesterday's model (score_v1) and today's (logits) on the same rows, with countries."""
-    root = tmp_path_factory.mktemp("history_data")
-    columns = scores(ROWS, seed=5)
-    rng = np.random.default_rng(5)
-    columns["score_v1"] = (columns["logits"] + rng.normal(0, 1.5, ROWS)).astype(np.float32)
-    columns["country"] = COUNTRIES[rng.integers(0, 2, ROWS)]
-    return write_parquet(root / "scores.parquet", columns), columns
+    columns = two_model_scores(ROWS, 5, COUNTRIES)
+    return write_parquet(tmp_path_factory.mktemp("history_data") / "scores.parquet", columns), columns
 
 
 def _auc(columns, logits):

@@ -23,7 +23,7 @@ from head.slicing import slice_name
 from pipeline import validation
 from pipeline.config import ConfigError, parse_config
 from pipeline.validation import BaselineError, ExternalBaseline, Gates
-from tests.datafiles import head_results, run_cli, scores, write_config, write_parquet
+from tests.datafiles import head_results, run_cli, scores, two_model_scores, write_config, write_parquet
 
 HEAD = {"thresholds": [0.5]}
 COLUMNS = {"logits": "logits", "label": "label"}
@@ -493,13 +493,8 @@ COUNTRIES = np.array(["DE", "US", "FR"])
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """Scores of a candidate (logits) and a noisier production model (score_v1), with countries."""
-    root = tmp_path_factory.mktemp("validation_data")
-    columns = scores(ROWS, seed=11)
-    rng = np.random.default_rng(11)
-    columns["score_v1"] = (columns["logits"] + rng.normal(0, 1.5, ROWS)).astype(np.float32)
-    columns["country"] = COUNTRIES[rng.integers(0, 3, ROWS)]
-    path = write_parquet(root / "scores.parquet", columns)
-    return path, columns
+    columns = two_model_scores(ROWS, 11, COUNTRIES)
+    return write_parquet(tmp_path_factory.mktemp("validation_data") / "scores.parquet", columns), columns
 
 
 def _head(columns, logits="logits", rows=slice(None)):
