@@ -122,7 +122,7 @@ def main(argv=None):
         if history is not None:
             history.prepare()
         gates = validation.Gates.of(
-            config, run_history.resolve_baseline(args.baseline_run, history, info["started"]))
+            config, run_history.resolve_baseline(args.baseline_run, history, info["started"], offline=dry_run))
         evaluation = plan.resolve(config, paths, file_format, args.predictions, args.passthrough)
         pipeline = beam.Pipeline(runner=runners.direct_runner(options), options=options)
         run_id = uuid.uuid4().hex

@@ -197,8 +197,8 @@ class SQLiteHistory:
         finally:
             connection.close()
 
-    def latest_baseline(self, before):
-        """--baseline_run history:latest: read when the run starts."""
+    def latest_baseline(self, before, offline=False):
+        """--baseline_run history:latest: read when the run starts (a local file, offline too)."""
         return baseline_from_rows(self.latest_run_rows(before), f"history {self.url}")
 
 
@@ -239,9 +239,30 @@ class BigQueryHistory:
             write_disposition=beam.io.BigQueryDisposition.WRITE_APPEND,
             method=beam.io.WriteToBigQuery.Method.FILE_LOADS)
 
-    def latest_baseline(self, before):
-        """--baseline_run history:latest: read by the pipeline (LatestInBigQuery)."""
+    def latest_baseline(self, before, offline=False):
+        """--baseline_run history:latest: read by the pipeline (LatestInBigQuery).
+
+        Its query fails on a table that does not exist yet, so the launcher
+        asks BigQuery first (not `offline`, a dry run): no table is a history
+        without an earlier run, whose change thresholds fail, named, as a
+        new SQLite history's do; this run's rows then create the table.
+        """
+        if not offline and not self.table_exists():
+            return baseline_from_rows([], f"history {self.url}")
         return LatestInBigQuery(self, before)
+
+    def table_exists(self):
+        """Whether the table exists (Beam's BigQuery client, the launcher's credentials)."""
+        from apache_beam.io.gcp.bigquery_tools import BigQueryWrapper
+        from apitools.base.py.exceptions import HttpError
+
+        try:
+            BigQueryWrapper().get_table(self.project, self.dataset, self.table)
+        except HttpError as e:
+            if e.status_code == 404:
+                return False
+            raise HistoryError(f"--history {self.url}: cannot read the table: {e}") from None
+        return True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -294,12 +315,15 @@ def parse_url(url):
     raise HistoryError(f"--history {url}: must be sqlite:///PATH or bigquery:PROJECT:DATASET.TABLE")
 
 
-def resolve_baseline(baseline_run, history, started):
-    """--baseline_run: None, an earlier run's metrics.json, or history:latest."""
+def resolve_baseline(baseline_run, history, started, offline=False):
+    """--baseline_run: None, an earlier run's metrics.json, or history:latest.
+
+    `offline` (a dry run): nothing is asked of a remote history.
+    """
     if baseline_run is None:
         return None
     if baseline_run == LATEST:
         if history is None:
             raise BaselineError(f"--baseline_run {LATEST} needs --history")
-        return history.latest_baseline(started)
+        return history.latest_baseline(started, offline)
     return load_baseline_run(baseline_run)

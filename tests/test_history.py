@@ -367,8 +367,40 @@ def test_the_bigquery_sink_appends_with_load_jobs_to_the_named_table():
     assert {f["name"]: f["type"] for f in fields}["started"] == "TIMESTAMP"
 
 
+class _Tables:
+    """Beam's BigQueryWrapper as far as table_exists uses it: the tables that exist."""
+
+    def __init__(self, existing):
+        self.existing = existing
+
+    def __call__(self):
+        return self
+
+    def get_table(self, project, dataset, table):
+        from apitools.base.py.exceptions import HttpError
+
+        if (project, dataset, table) in self.existing:
+            return object()
+        raise HttpError({"status": "404"}, b"Not found: Table", "https://bigquery/...")
+
+
+def test_a_bigquery_history_without_its_table_has_no_earlier_run(monkeypatch):
+    """The first night: the job's query would fail on a missing table, so the launcher asks first."""
+    from apache_beam.io.gcp import bigquery_tools
+
+    store = history.parse_url("bigquery:p-123:evals.h")
+    monkeypatch.setattr(bigquery_tools, "BigQueryWrapper", _Tables({("p-123", "evals", "h")}))
+    assert isinstance(store.latest_baseline("2026-11-24T02:00:00+00:00"), history.LatestInBigQuery)
+    monkeypatch.setattr(bigquery_tools, "BigQueryWrapper", _Tables(set()))
+    none_yet = store.latest_baseline("2026-11-24T02:00:00+00:00")
+    assert (none_yet.source, none_yet.missing) == ("history bigquery:p-123:evals.h", "no earlier run in it")
+    # A dry run asks nothing: the job is built with the query.
+    offline = history.resolve_baseline("history:latest", store, "2026-11-24T02:00:00+00:00", offline=True)
+    assert isinstance(offline, history.LatestInBigQuery)
+
+
 def test_the_latest_run_query_of_a_bigquery_history():
-    latest = history.parse_url("bigquery:p-123:evals.h").latest_baseline("2026-11-24T02:00:00+00:00")
+    latest = history.LatestInBigQuery(history.parse_url("bigquery:p-123:evals.h"), "2026-11-24T02:00:00+00:00")
     assert latest.query() == (
         "SELECT * FROM `p-123.evals.h` WHERE run_id = (SELECT run_id FROM `p-123.evals.h` "
         "WHERE started < TIMESTAMP('2026-11-24T02:00:00+00:00') ORDER BY started DESC, run_id DESC LIMIT 1)")
@@ -396,7 +428,8 @@ def test_dataflow_dry_run_builds_a_job_writing_the_history_to_bigquery(data, tmp
     loaded = load_config(config)
     store = history.parse_url("bigquery:p-123:evals.metric_history")
     info = plan.run_info(path, "parquet", loaded, "DataflowRunner")
-    gates = validation.Gates.of(loaded, history.resolve_baseline("history:latest", store, info["started"]))
+    gates = validation.Gates.of(loaded, history.resolve_baseline("history:latest", store, info["started"],
+                                                                 offline=True))
     p = beam.Pipeline(options=runners.pipeline_options(DATAFLOW))
     build.build(p, plan.resolve(loaded, [path], "parquet"), "gs://valid-bucket/eval", info, gates=gates,
                 history=store)
