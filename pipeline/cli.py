@@ -10,7 +10,6 @@ import argparse
 import logging
 import os
 import re
-import sqlite3
 import sys
 import uuid
 
@@ -168,8 +167,8 @@ def main(argv=None):
         rows = run_history.rows(document, verdict, run_id, args.output)
         try:
             history.append(rows)
-        except sqlite3.Error as e:
-            print(f"error: --history {args.history}: the run's rows could not be appended: {e}", file=sys.stderr)
+        except run_history.HistoryError as e:
+            print(f"error: {e}", file=sys.stderr)
             return 1
         print(f"history: {len(rows)} rows appended to {args.history}")
     print(validation.summary(verdict))

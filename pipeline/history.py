@@ -172,13 +172,16 @@ class SQLiteHistory:
             connection.close()
 
     def append(self, history_rows):
-        """Appends rows in one transaction: all of them or none."""
+        """Appends rows in one transaction: all of them or none (HistoryError)."""
         placeholders = ", ".join("?" for _ in COLUMNS)
-        with self._transaction() as connection:
-            self._create(connection)
-            connection.executemany(
-                f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({placeholders})",
-                [tuple(row[c] for c in COLUMNS) for row in history_rows])
+        try:
+            with self._transaction() as connection:
+                self._create(connection)
+                connection.executemany(
+                    f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({placeholders})",
+                    [tuple(row[c] for c in COLUMNS) for row in history_rows])
+        except sqlite3.Error as e:
+            raise HistoryError(f"--history {self.url}: the run's rows could not be appended: {e}") from None
 
     def latest_run_rows(self, before):
         """The rows of the newest run that started before `before` (ISO-8601); [] when none."""

@@ -169,7 +169,8 @@ def test_an_append_is_all_or_nothing(tmp_path):
     store.prepare()
     rows = _rows_of_run("r", "2026-11-24T02:00:00+00:00")
     rows[5] = dict(rows[5], example_count=None)  # NOT NULL fails on the sixth row
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(HistoryError, match=r"the run's rows could not be appended: NOT NULL constraint failed: "
+                                           r"metric_history.example_count$"):
         store.append(rows)
     assert _query(store.path, f"SELECT count(*) FROM {TABLE}") == [(0,)]
 
