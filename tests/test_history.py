@@ -355,6 +355,23 @@ def test_the_pipeline_hands_its_sink_the_committed_runs_rows(data, tmp_path):
     assert len(written) == 3 * METRICS_PER_SLICE and {r["label"] for r in written} == {"bq"}
 
 
+def test_a_run_failing_its_commit_hands_its_sink_no_row(tmp_path):
+    """Too many rejected rows: the commit step fails, so nothing follows it."""
+    columns = scores(300, seed=4)
+    columns["label"][[3, 30]] = 5
+    path = write_parquet(tmp_path / "bad.parquet", columns)
+    config = load_config(write_config(tmp_path / "c.yaml", HEAD, invalid_rows={"policy": "reject",
+                                                                               "max_fraction": 0.001}))
+    sink = _RowsToFile(str(tmp_path / "rows" / "part"))
+    p = beam.Pipeline(runner=runners.direct_runner(runners.pipeline_options([])))
+    build.build(p, plan.resolve(config, [path], "parquet"), str(tmp_path / "out"),
+                plan.run_info(path, "parquet", config, "DirectRunner"), history=sink)
+    with pytest.raises(Exception, match=r"2 of 300 rows rejected"):
+        p.run().wait_until_finish()
+    assert [line for f in glob.glob(str(tmp_path / "rows" / "part*")) for line in open(f)] == []
+    assert not os.path.exists(tmp_path / "out" / "metrics.json")
+
+
 def test_the_bigquery_sink_appends_with_load_jobs_to_the_named_table():
     sink = history.parse_url("bigquery:p-123:evals.metric_history").sink()
     assert isinstance(sink, beam.io.WriteToBigQuery)
