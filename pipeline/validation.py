@@ -451,6 +451,7 @@ def validate(document, gates):
     verdict = _Verdict()
     validation = gates.validation
     overall = {e["model"]: e for e in document["slices"] if not e["slice"]}  # every model has one
+    by_key = {(e["model"], e["slice_name"]): e for e in document["slices"]}  # for the baseline's slices
     for model in gates.models:
         count = overall[model.name]["example_count"]
         verdict.check(model, overall[model.name], "example_count",
@@ -462,14 +463,14 @@ def validate(document, gates):
             continue  # not meaningful to gate the baseline on itself (as TFMA)
         entries = [e for e in document["slices"] if e["model"] == model.name]
         for threshold in validation.thresholds:
-            _check_entry(verdict, gates, document, model, overall[model.name], threshold)
+            _check_entry(verdict, gates, by_key, model, overall[model.name], threshold)
         for group in validation.per_slice_thresholds:
             for spec in group.specs:
                 matched = [e for e in entries if _matches(spec, e["slice"], group.bucketed_columns)]
                 gated = [e for e in matched if e["metrics"] is not None]
                 for entry in gated:
                     for threshold in group.thresholds:
-                        _check_entry(verdict, gates, document, model, entry, threshold)
+                        _check_entry(verdict, gates, by_key, model, entry, threshold)
                 if not gated:  # as TFMA's missing slices
                     why = ("every slice is below min_slice_size" if matched
                            else "the data has no slice of it")
@@ -484,7 +485,7 @@ def validate(document, gates):
     }
 
 
-def _check_entry(verdict, gates, document, model, entry, threshold):
+def _check_entry(verdict, gates, by_key, model, entry, threshold):
     metric = threshold.metric
     value, missing = _value_of(entry, metric)
     if threshold.has_value_threshold:
@@ -495,7 +496,7 @@ def _check_entry(verdict, gates, document, model, entry, threshold):
             verdict.check(model, entry, metric, bounds, _value_problem(threshold, value), value=value)
     if threshold.has_change_threshold:
         change = threshold.change_threshold()
-        base, base_missing = _baseline_value(gates, document, model, entry, metric)
+        base, base_missing = _baseline_value(gates, by_key, model, entry, metric)
         if missing:
             verdict.check(model, entry, metric, change, f"missing: {missing}", baseline=base)
         elif base_missing:
@@ -518,7 +519,7 @@ def _value_problem(threshold, value):
     return None
 
 
-def _baseline_value(gates, document, model, entry, metric):
+def _baseline_value(gates, by_key, model, entry, metric):
     """(the baseline's value of `metric` on the entry's slice, why it is missing)."""
     slice_name = entry["slice_name"]
     if gates.baseline is not None:
@@ -533,7 +534,7 @@ def _baseline_value(gates, document, model, entry, metric):
         name = gates.baseline_model
         if name is None:
             return None, "no baseline configured"
-        other = next((e for e in document["slices"] if e["model"] == name and e["slice_name"] == slice_name), None)
+        other = by_key.get((name, slice_name))
         if other is None:
             return None, f"baseline model {name!r} has no slice {slice_name}"
         source = f"baseline model {name!r}"
