@@ -146,7 +146,7 @@ def publish(staged, output_dir):
     old = []
     for name in REPORT_OUTPUTS:
         path = FileSystems.join(output_dir, name)
-        if name == TFMA_DIR:
+        if name == TFMA_DIR and not FileSystems.exists(path):  # object stores: no directory, its files
             old += [m.path for m in FileSystems.match([FileSystems.join(path, "*")])[0].metadata_list]
         elif FileSystems.exists(path):
             old.append(path)
@@ -159,3 +159,16 @@ def publish(staged, output_dir):
     if names:
         FileSystems.rename([staged[n] for n in names], [FileSystems.join(output_dir, *n.split("/")) for n in names])
     return [FileSystems.join(output_dir, *n.split("/")) for n in names]
+
+
+def describe(output_dir, config):
+    """Lines for the terminal: where the run's reports are."""
+    outputs, lines = config.outputs, []
+    if outputs["report"]:
+        lines.append(f"report: {FileSystems.join(output_dir, REPORT_FILE)} "
+                     f"(overall plots: {FileSystems.join(output_dir, PNG_FILE)})")
+    if outputs["plots"]:
+        lines.append(f"plots: {FileSystems.join(output_dir, PLOTS_FILE)}")
+    if outputs["tfma"]:
+        lines.append(f"tfma: {FileSystems.join(output_dir, TFMA_DIR)} (tfma.load_eval_result)")
+    return lines
