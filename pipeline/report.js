@@ -49,12 +49,16 @@
     function y(v) { return H - B - (v - yr[0]) / (yr[1] - yr[0] || 1) * (H - T - B); }
     node("text", {x: W / 2, y: 18, "text-anchor": "middle", "class": "chart-title"}, svg, opts.title);
     node("rect", {x: L, y: T, width: W - L - R, height: H - T - B, "class": "plot-area"}, svg);
-    for (var i = 0; i <= 4; i++) {
-      var fx = xr[0] + (xr[1] - xr[0]) * i / 4, fy = yr[0] + (yr[1] - yr[0]) * i / 4;
+    // x ticks: given positions (e.g. one per run) or five even ones; y ticks: five even ones.
+    var xAt = opts.xTicksAt || [0, 1, 2, 3, 4].map(function (i) { return xr[0] + (xr[1] - xr[0]) * i / 4; });
+    xAt.forEach(function (fx) {
       node("line", {x1: x(fx), x2: x(fx), y1: T, y2: H - B, "class": "grid"}, svg);
-      node("line", {x1: L, x2: W - R, y1: y(fy), y2: y(fy), "class": "grid"}, svg);
       node("text", {x: x(fx), y: H - B + 14, "text-anchor": "middle", "class": "tick"}, svg,
            opts.xTicks ? opts.xTicks(fx) : fmt(fx));
+    });
+    for (var i = 0; i <= 4; i++) {
+      var fy = yr[0] + (yr[1] - yr[0]) * i / 4;
+      node("line", {x1: L, x2: W - R, y1: y(fy), y2: y(fy), "class": "grid"}, svg);
       node("text", {x: L - 5, y: y(fy) + 3, "text-anchor": "end", "class": "tick"}, svg, fmt(fy));
     }
     node("text", {x: L + (W - L - R) / 2, y: H - 8, "text-anchor": "middle", "class": "axis"}, svg, opts.xLabel);
@@ -228,6 +232,7 @@
       chart(document.getElementById("plot-history"), {
         title: metric + ", overall, by run", xLabel: "run (oldest to newest)", yLabel: metric,
         xRange: [0, last], yRange: [lo - pad, hi + pad], series: series,
+        xTicksAt: history.runs.length <= 6 ? history.runs.map(function (_, i) { return i; }) : undefined,
         xTicks: function (v) {
           var run = history.runs[Math.round(v)];
           return run ? (run.label || run.started.slice(0, 10)) : "";

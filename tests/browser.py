@@ -37,8 +37,9 @@ class Browser:
         self._from_browser, from_browser_w = os.pipe()
 
         def fds():  # in the child: our pipes as its fd 3 (commands) and fd 4 (replies)
-            os.dup2(to_browser_r, 3)
-            os.dup2(from_browser_w, 4)
+            commands, replies = os.dup(to_browser_r), os.dup(from_browser_w)  # neither is 3 or 4 now
+            os.dup2(commands, 3)
+            os.dup2(replies, 4)
 
         command = [chromium_path(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                    "--disable-extensions", "--remote-debugging-pipe", f"--user-data-dir={self.profile}",
@@ -47,7 +48,7 @@ class Browser:
         if self.isolated:
             command = [shutil.which("unshare"), "-rn"] + command
         self.process = subprocess.Popen(command, preexec_fn=fds, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, pass_fds=(to_browser_r, from_browser_w))
+                                        stderr=subprocess.DEVNULL, pass_fds=(3, 4))  # kept open after fds()
         os.close(to_browser_r)
         os.close(from_browser_w)
         self._buffer = b""

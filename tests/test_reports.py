@@ -368,3 +368,74 @@ def test_tfma_is_imported_only_when_asked_for(tmp_path):
                             env={**os.environ, "PYTHONPATH": PROJECT_ROOT})
     assert "TFMA False" in result.stdout, result.stderr[-2000:]
     assert (tmp_path / "out" / "report.html").exists()
+
+
+# ---- report.html in a browser ------------------------------------------------------------------------
+
+def _with_verdict_and_history(evaluated, tmp_path):
+    """The run's report rendered with a failed verdict and two earlier runs' history rows."""
+    from pipeline import report_html
+
+    document = evaluated["document"]
+    verdict = {"validation_ok": False, "checks": 4, "failures": [
+        {"model": "candidate", "slice": {"note": XSS}, "slice_name": f"note:{XSS}", "metric": "auc",
+         "value": 0.61, "baseline": None, "threshold": {"value_threshold": {"lower_bound": 0.75}},
+         "message": f"candidate, note:{XSS}: auc 0.61 < 0.75"}]}
+    history = [{"run_id": f"r{i}", "started": f"2026-01-0{i}T00:00:00+00:00", "label": f"nightly {XSS}",
+                "model": e["model"], "slice_name": "Overall", "metric": k, "value": v - 0.01 * i}
+               for i in (1, 2) for e in document["slices"] if not e["slice"] for k, v in e["metrics"].items()]
+    path = tmp_path / "report_with_verdict.html"
+    path.write_text(report_html.render(document, evaluated["plots"], verdict, history), encoding="utf-8")
+    return path
+
+
+def _not_blank(png, box):
+    from PIL import Image
+    import io
+
+    with Image.open(io.BytesIO(png)) as image:
+        region = image.convert("RGB").crop(box)
+        return len(region.getcolors(maxcolors=1 << 20))
+
+
+def test_report_in_headless_chromium_offline(evaluated, tmp_path):
+    from tests.browser import Browser, chromium_path
+
+    if chromium_path() is None:
+        pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)")
+    browser = Browser()
+    try:
+        for path in (evaluated["output"] / "report.html", _with_verdict_and_history(evaluated, tmp_path)):
+            browser.events.clear()
+            browser.open(path)
+            # every chart drew its curves: one polyline per model and a dot per calibration bucket
+            drawn = browser.evaluate(
+                "['plot-roc', 'plot-pr', 'plot-calibration'].map("
+                "id => document.querySelectorAll('#' + id + ' polyline.series').length)")
+            assert drawn == [2, 2, 2], drawn
+            assert browser.evaluate("document.querySelectorAll('#plot-calibration circle').length") > 100
+            assert browser.evaluate("document.querySelectorAll('#threshold-table tbody tr').length") == 6
+            # the script slice value is text: in the table and, picked, as the plots' title (had the
+            # <img onerror> value become markup, its console.error would be among the problems below)
+            cells = browser.evaluate("[...document.querySelectorAll('#slice-table td.slice')].map(c => c.textContent)")
+            assert f"note:{XSS}" in cells
+            assert browser.evaluate("document.querySelectorAll('#slice-table script, #slice-table img').length") == 0
+            browser.evaluate(f"[...document.querySelectorAll('#slice-table tbody tr')].find("
+                             f"r => r.dataset.slice === {json.dumps('note:' + XSS)}).click()")
+            assert browser.evaluate("document.getElementById('plots-slice').textContent") == f"note:{XSS}"
+            assert browser.evaluate("document.querySelectorAll('#plot-roc polyline.series').length") == 2
+            # sorting by a numeric column orders the rows by value
+            browser.evaluate("[...document.querySelectorAll('#slice-table th')].find(th => th.textContent === 'examples').click()")
+            counts = browser.evaluate(
+                "[...document.querySelectorAll('#slice-table tbody tr')].map(r => +r.cells[3].dataset.v)")
+            assert counts == sorted(counts) and len(counts) == 2 * (1 + len(NOTES) + 4)
+            browser.evaluate("window.scrollTo(0, document.getElementById('plots').offsetTop)")
+            shot = browser.screenshot()
+            assert _not_blank(shot, (0, 0, 1300, 900)) > 20
+            assert browser.problems() == [], browser.problems()
+        # the second page: the verdict, its failure as text, and the history trend
+        assert browser.evaluate("document.getElementById('verdict').textContent").startswith("Validation FAILED")
+        assert XSS in browser.evaluate("document.getElementById('failures').textContent")
+        assert browser.evaluate("document.querySelectorAll('#plot-history polyline.series').length") == 2
+    finally:
+        browser.close()
