@@ -439,3 +439,32 @@ def test_report_in_headless_chromium_offline(evaluated, tmp_path):
         assert browser.evaluate("document.querySelectorAll('#plot-history polyline.series').length") == 2
     finally:
         browser.close()
+
+
+# ---- the outputs section of the config ----------------------------------------------------------
+
+@pytest.mark.parametrize("outputs, expected", [
+    ({"report": "yes"}, "outputs.report: must be true or false, got 'yes'"),
+    ({"pdf": True}, "outputs.pdf: unknown key"),
+])
+def test_outputs_config_errors_exit_2_naming_the_field(tmp_path, capsys, outputs, expected):
+    from tests.datafiles import run_cli
+
+    data_path = write_parquet(tmp_path / "scores.parquet", scores(20))
+    config = write_config(tmp_path / "c.yaml", outputs=outputs)
+    assert run_cli(["--input", data_path, "--config", config, "--output", tmp_path / "out"]) == 2
+    stderr = capsys.readouterr().err
+    assert stderr.startswith("error: config ") and expected in stderr, stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_calibration_state_only_when_an_output_needs_it(tmp_path):
+    from pipeline.config import parse_config
+    from pipeline.plan import resolve
+
+    data_path = write_parquet(tmp_path / "scores.parquet", scores(20))
+    base = {"head": {}, "columns": {"logits": "logits", "label": "label"}}
+    for outputs, kept in (({}, True), ({"report": False, "plots": False}, False),
+                          ({"report": False, "plots": False, "tfma": True}, True)):
+        plan = resolve(parse_config(dict(base, outputs=outputs)), [data_path], "parquet")
+        assert plan.layout.calibration is kept, outputs
