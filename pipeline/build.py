@@ -23,12 +23,15 @@ class EvaluateScores(beam.PTransform):
     A composite that another pipeline can reuse: evaluates every model on
     every batch, combines the metric states per (model, slicing spec) with
     combiner lifting (so many slices never funnel through one worker) and
-    computes each key's metrics where its states were combined.
+    computes each key's metrics where its states were combined. After it is
+    applied, `plots` holds each key's plot data (pipeline.reports.slice_plots)
+    when the plan keeps calibration state (an output needs plots), else None.
     """
 
     def __init__(self, plan):
         super().__init__()
         self._plan = plan
+        self.plots = None
 
     def expand(self, batches):
         plan = self._plan
