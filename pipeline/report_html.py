@@ -226,7 +226,7 @@ def _summary(document):
 def _interval_text(interval):
     if not interval:
         return ""
-    return f"[{_num(interval.get('lower'))}, {_num(interval.get('upper'))}] \u00b1se {_num(interval.get('standard_error'))}"
+    return f"[{_num(interval.get('lower'))}, {_num(interval.get('upper'))}], SE {_num(interval.get('standard_error'))}"
 
 
 def _model_tables(document, baseline_models):

@@ -23,6 +23,7 @@ XSS = "<script>alert(1)</script>"
 NOTES = (XSS, "plain", '<img src=x onerror=console.error("xss")>', 'a&b "quoted" \u00e9')
 THRESHOLDS = [0.3, 0.5, 0.7]
 MIN_SLICE_SIZE = 50
+NUM_SAMPLES = 10  # jackknife groups: every entry has intervals, every diff too
 EPSILON = 1e-7
 KERAS_THRESHOLDS = np.array([-EPSILON] + [i / 199 for i in range(1, 199)] + [1 + EPSILON])
 
@@ -52,6 +53,7 @@ def config_for(tmp_path, name, outputs):
         models=[{"name": "candidate", "logits": "logits"},
                 {"name": "baseline", "logits": "score_v1", "is_baseline": True}],
         slicing_specs=[{"feature_keys": ["note"]}, {"feature_keys": ["country"]}],
+        confidence_intervals={"method": "jackknife", "num_samples": NUM_SAMPLES},
         min_slice_size=MIN_SLICE_SIZE, outputs=outputs)
 
 
@@ -186,6 +188,11 @@ def test_report_is_self_contained_and_escapes_data(evaluated):
     assert [tag for tag, _ in parsed.tags].count("script") == 2  # the data block and the inline script
     assert "@import" not in page and "url(" not in page
     assert f"note:{XSS}" in parsed.cells  # as text in the slice table
+    # the overall metrics with their intervals and the diffs' (metrics.json's values, as shown)
+    overall = next(e for e in evaluated["document"]["slices"] if e["model"] == "candidate" and not e["slice"])
+    auc = overall["confidence_intervals"]["auc"]
+    assert f"[{auc['lower']:.6g}, {auc['upper']:.6g}], SE {auc['standard_error']:.6g}" in parsed.cells
+    assert f"{overall['diff']['auc']:.6g}" in parsed.cells
     assert "default-src 'none'" in page
     # The embedded data cannot end its script block.
     data = page.split('<script type="application/json" id="report-data">', 1)[1].split("</script>", 1)[0]
@@ -227,12 +234,22 @@ def test_tfma_load_eval_result_reads_every_metric_and_diff(evaluated):
             loaded = by_name[entry["slice_name"]]
             assert loaded["example_count"]["doubleValue"] == entry["example_count"]
             _same(loaded["weighted_example_count"]["doubleValue"], entry["weighted_example_count"], "weighted")
-            for key, value in (entry["metrics"] or {}).items():
-                _same(loaded[key]["doubleValue"], value, f"{model} {entry['slice_name']} {key}")
             for key, value in (entry.get("diff") or {}).items():
-                _same(loaded[f"{key}_diff"]["doubleValue"], value, f"{model} {entry['slice_name']} {key} diff")
+                bounds = entry["diff_confidence_intervals"][key]
+                loaded_diff = loaded[f"{key}_diff"]["boundedValue"]  # TFMA's view of a value with an interval
+                _same(loaded_diff["value"], value, f"{model} {entry['slice_name']} {key} diff")
+                _same(loaded_diff["lowerBound"], bounds["lower"], f"{key} diff lower")
+                _same(loaded_diff["upperBound"], bounds["upper"], f"{key} diff upper")
+            for key, bounds in (entry.get("confidence_intervals") or {}).items():
+                value = entry["metrics"][key]
+                loaded_value = loaded[key]["boundedValue"]
+                _same(loaded_value["value"], value, f"{model} {entry['slice_name']} {key}")
+                _same(loaded_value["lowerBound"], bounds["lower"], f"{key} lower")
+                _same(loaded_value["upperBound"], bounds["upper"], f"{key} upper")
             if entry["metrics"] is None:
                 assert "auc" not in loaded
+            else:
+                assert set(entry["confidence_intervals"]) == set(entry["metrics"])
         assert any(e.get("diff") for e in entries) == (model == "candidate")
     # the config: a ModelSpec per model, the slicing specs
     config = tfma.load_eval_result(directory, model_name="candidate").config
@@ -282,51 +299,46 @@ def test_tfma_notebook_views_render(evaluated):
     assert set(plot_view.data) >= {"calibrationHistogramBuckets", "confusionMatrixAtThresholds"}
 
 
-def test_tfma_intervals_and_verdict_read_back(evaluated, tmp_path):
-    """Entries' intervals (issue 10's keys) and a validation.json verdict, through TFMA's loaders."""
+def test_tfma_standard_errors_and_degrees_of_freedom(evaluated):
+    import tensorflow_model_analysis as tfma
+
+    entries = {(e["model"], e["slice_name"]): e for e in evaluated["document"]["slices"]}
+    checked = 0
+    for metrics_for_slice in tfma.load_metrics(str(evaluated["output"] / "tfma")):
+        name = tfma.slicer.stringify_slice_key(tfma.slicer.deserialize_slice_key(metrics_for_slice.slice_key))
+        for pair in metrics_for_slice.metric_keys_and_values:
+            entry = entries[pair.key.model_name, name]
+            intervals = entry.get("diff_confidence_intervals" if pair.key.is_diff else "confidence_intervals") or {}
+            if pair.key.name in intervals:
+                interval = pair.confidence_interval
+                _same(interval.standard_error.double_value.value, intervals[pair.key.name]["standard_error"], name)
+                assert interval.degrees_of_freedom.value == NUM_SAMPLES - 1
+                checked += 1
+    assert checked > 100
+
+
+def test_tfma_validation_result_reads_the_verdict_back(evaluated, tmp_path):
+    """validation.json's verdict (issue 11's format) through TFMA's load_validation_result."""
     import tensorflow_model_analysis as tfma
 
     from pipeline import tfma_output
 
-    document = json.loads(json.dumps(evaluated["document"]))
-    for entry in document["slices"]:
-        for source, target in (("metrics", "confidence_intervals"), ("diff", "diff_confidence_intervals")):
-            if entry.get(source):
-                entry[target] = {k: {"lower": v - 0.25, "upper": v + 0.5, "standard_error": 0.125}
-                                 for k, v in entry[source].items()}
-    failure_slice = {"note": XSS}
+    document = evaluated["document"]
     verdict = {"validation_ok": False, "checks": 3, "failures": [
-        {"model": "candidate", "slice": failure_slice, "slice_name": f"note:{XSS}", "metric": "auc",
+        {"model": "candidate", "slice": {"note": XSS}, "slice_name": f"note:{XSS}", "metric": "auc",
          "value": 0.61, "baseline": None, "threshold": {"value_threshold": {"lower_bound": 0.75}},
          "message": "auc 0.61 < 0.75"},
         {"model": "candidate", "slice": {}, "slice_name": "Overall", "metric": "auc", "value": 0.7,
          "baseline": 0.72, "threshold": {"change_threshold": {"direction": "higher_is_better", "absolute": -0.01}},
          "message": "diff -0.02 < -0.01"}]}
 
-    class Plan:  # what write() reads of the plan: the intervals' sample count
-        class config:
-            confidence_intervals = type("Intervals", (), {"num_samples": 20})()
+    class Plan:  # what write() reads of the plan
+        config = type("Config", (), {"confidence_intervals": None})
 
     directory = str(tmp_path / "tfma")
     names = tfma_output.write(directory, document, evaluated["plots"], Plan, verdict)
     assert sorted(names) == sorted(os.listdir(directory))
-    result = tfma.load_eval_result(directory, model_name="candidate")
-    by_name = {tfma.slicer.stringify_slice_key(key): m[""][""] for key, m in result.slicing_metrics}
-    for entry in (e for e in document["slices"] if e["model"] == "candidate" and e["metrics"]):
-        for key, bounds in entry["confidence_intervals"].items():
-            loaded = by_name[entry["slice_name"]][key]["boundedValue"]
-            _same(loaded["lowerBound"], bounds["lower"], key)
-            _same(loaded["upperBound"], bounds["upper"], key)
-            _same(loaded["value"], entry["metrics"][key], key)
-        for key, bounds in (entry.get("diff_confidence_intervals") or {}).items():
-            loaded = by_name[entry["slice_name"]][f"{key}_diff"]["boundedValue"]
-            _same(loaded["lowerBound"], bounds["lower"], key)
-    # standard errors and degrees of freedom are in the protos
-    for metrics_for_slice in tfma.load_metrics(directory):
-        for pair in metrics_for_slice.metric_keys_and_values:
-            if pair.key.name == "auc":
-                assert pair.confidence_interval.standard_error.double_value.value == 0.125
-                assert pair.confidence_interval.degrees_of_freedom.value == 19
+    assert "validations.tfrecord" in names
     validation = tfma.load_validation_result(directory)
     assert validation.validation_ok is False
     failures = {tfma.slicer.stringify_slice_key(tfma.slicer.deserialize_slice_key(v.slice_key)): v.failures
