@@ -5,7 +5,7 @@ import uuid
 import apache_beam as beam
 
 from pipeline import history as run_history
-from pipeline import output, validation
+from pipeline import output, reports, validation
 from pipeline.evaluate import (
     METRICS_TAG,
     PREDICTIONS_TAG,
@@ -24,24 +24,26 @@ class EvaluateScores(beam.PTransform):
     A composite that another pipeline can reuse: evaluates every model on
     every batch, combines the metric states per (model, slicing spec) with
     combiner lifting (so many slices never funnel through one worker) and
-    computes each key's metrics where its states were combined.
+    computes each key's metrics where its states were combined. After it is
+    applied, `plots` holds each key's plot data (pipeline.reports.slice_plots)
+    when the plan keeps calibration state (an output needs plots), else None.
     """
 
     def __init__(self, plan):
         super().__init__()
         self._plan = plan
+        self.plots = None
 
     def expand(self, batches):
         plan = self._plan
         evaluated = batches | "Evaluate" >> beam.ParDo(EvaluateBatch(plan)).with_outputs(
             METRICS_TAG, PREDICTIONS_TAG, REJECTED_TAG, main="counts")
         counts = evaluated.counts | "CountRows" >> beam.CombineGlobally(RowCountsCombineFn())
-        results = (
-            evaluated[METRICS_TAG]
-            | "CombineSlices" >> beam.CombinePerKey(
-                SliceStatesCombineFn(plan.layout, plan.config.max_slices))
-            | "SliceMetrics" >> beam.Map(output.slice_results, plan)
-        )
+        states = evaluated[METRICS_TAG] | "CombineSlices" >> beam.CombinePerKey(
+            SliceStatesCombineFn(plan.layout, plan.config.max_slices))
+        results = states | "SliceMetrics" >> beam.Map(output.slice_results, plan)
+        # Plot data (plots.json, report, tfma/) from the same combined states.
+        self.plots = states | "SlicePlots" >> beam.Map(reports.slice_plots, plan) if plan.calibration else None
         return counts, results, evaluated[PREDICTIONS_TAG], evaluated[REJECTED_TAG]
 
 
@@ -54,7 +56,8 @@ def build(p, plan, output_dir, info, batch_size=DEFAULT_BATCH_SIZE, run_id=None,
     validates the results against `gates` (validation.Gates; default: the
     config's) and writes metrics.json, so a failed run changes nothing there.
     A `history` the pipeline writes itself (BigQuery) gets the committed
-    run's rows; a baseline still to be read from it is read as a side input.
+    run's rows; a baseline still to be read from it is read as a side input;
+    a SQLite history's earlier runs are the report's trend.
     """
     gates = gates or validation.Gates.of(plan.config)
     run_id = run_id or uuid.uuid4().hex[:12]
@@ -62,7 +65,8 @@ def build(p, plan, output_dir, info, batch_size=DEFAULT_BATCH_SIZE, run_id=None,
     batches = p | "Read" >> ReadBatches(
         plan.paths, plan.file_format, plan.read_columns, batch_size, plan.decode_features,
         plan.dictionary_columns)
-    counts, results, predictions, rejected = batches | "EvaluateScores" >> EvaluateScores(plan)
+    evaluate = EvaluateScores(plan)
+    counts, results, predictions, rejected = batches | "EvaluateScores" >> evaluate
 
     written = []
     if plan.prediction_keys:
@@ -81,7 +85,9 @@ def build(p, plan, output_dir, info, batch_size=DEFAULT_BATCH_SIZE, run_id=None,
         | "Document" >> beam.Map(output.metrics_document, beam.pvalue.AsList(results), plan, info)
         | "Commit" >> beam.Map(
             output.commit, output_dir, staging, plan.config.invalid_rows["max_fraction"],
-            staged_files=beam.pvalue.AsList(staged_files), gates=gates, **baseline,
+            staged_files=beam.pvalue.AsList(staged_files),
+            plan=plan, plots=beam.pvalue.AsList(evaluate.plots) if evaluate.plots is not None else (),
+            gates=gates, history_rows=history and history.earlier_overall_rows(info["started"]), **baseline,
         )
     )
     if history is not None and history.in_pipeline:

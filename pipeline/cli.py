@@ -17,7 +17,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from head import PREDICTION_KEYS
-from pipeline import build, output, plan, runners, validation
+from pipeline import build, output, plan, reports, runners, validation
 from pipeline import history as run_history
 from pipeline.config import ConfigError, load_config
 from head.slicing import SlicingError
@@ -163,6 +163,8 @@ def main(argv=None):
         logging.info("counters (%s): %s", COUNTER_NAMESPACE, line)
         print(f"counters ({COUNTER_NAMESPACE}): {line}")
     print(f"written: {metrics_path}")
+    for line in reports.describe(args.output, config):
+        print(line)
     if history is not None and not history.in_pipeline:  # the pipeline wrote a BigQuery history
         rows = run_history.rows(document, verdict, run_id, args.output)
         try:

@@ -200,6 +200,17 @@ class SQLiteHistory:
         finally:
             connection.close()
 
+    def earlier_overall_rows(self, before):
+        """The overall slices' rows of the runs that started before `before`, oldest first (the report's trend)."""
+        connection = self._connect()
+        connection.row_factory = sqlite3.Row
+        try:
+            found = connection.execute(f"SELECT * FROM {TABLE} WHERE slice_name = 'Overall' AND started < ? "
+                                       "ORDER BY started, rowid", (before,)).fetchall()
+            return [dict(row) for row in found]
+        finally:
+            connection.close()
+
     def latest_baseline(self, before, offline=False):
         """--baseline_run history:latest: read when the run starts (a local file, offline too)."""
         return baseline_from_rows(self.latest_run_rows(before), f"history {self.url}")
@@ -219,6 +230,10 @@ class BigQueryHistory:
 
     def prepare(self):
         """Nothing to check offline: the job creates the table when missing."""
+
+    def earlier_overall_rows(self, before):
+        """None: the report's trend is not read from BigQuery (query the table instead)."""
+        return None
 
     @property
     def sql_name(self):

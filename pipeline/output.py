@@ -9,7 +9,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from head import MetricState
 from head.slicing import OVERALL, Bucket, slice_name
-from pipeline import validation
+from pipeline import reports, validation
 
 METRICS_FILE = "metrics.json"
 # Outputs written by Beam sinks: staged first, moved into place on success.
@@ -176,17 +176,27 @@ def check_counts(document, max_fraction):
         )
 
 
-def commit(document, output_dir, staging, max_fraction, staged_files=(), *, gates, baseline_rows=None):
-    """The run's last step: check, move staged outputs into place, validate, write metrics.json.
+def commit(document, output_dir, staging, max_fraction, staged_files=(), plan=None, plots=(), *, gates,
+           baseline_rows=None, history_rows=None):
+    """The run's last step: check, validate, move staged outputs into place, write metrics.json.
 
     Until this runs, a directory holding an earlier run's outputs is untouched;
-    the validation verdict (validation.json and BLESSED or NOT_BLESSED) is
-    written once the results are known, and metrics.json last, so it exists
-    only for a complete run. `gates` is the run's validation.Gates;
-    `baseline_rows` the history rows of its baseline when the pipeline read
-    them (a BigQuery history). Returns (the document, the verdict).
+    metrics.json is written last, so it exists only for a complete run. The
+    verdict on the results against `gates` (validation.Gates; its baseline
+    resolved with `baseline_rows` when the pipeline read them from a BigQuery
+    history) is written as validation.json beside an empty BLESSED or
+    NOT_BLESSED. With `plan`, the configured plots, report and tfma/ outputs
+    (pipeline.reports) are written from the document, `plots` (slice_plots'
+    outputs), the verdict and `history_rows` (earlier runs' overall rows).
+    Returns (the document, the verdict).
     """
     check_counts(document, max_fraction)
+    document["run"] = {**document["run"], "seconds": _seconds_since(document["run"]["started"])}
+    if baseline_rows is not None:
+        gates = gates.with_history_rows(baseline_rows)
+    verdict = validation.validate(document, gates)
+    staged_reports = (reports.stage(document, plots, plan, staging, verdict, history_rows)
+                      if plan is not None else {})
     for name in STAGED_OUTPUTS:
         final_dir = join(output_dir, name)
         staged = sorted(f for f in staged_files if f.startswith(join(staging, name) + "/"))
@@ -199,10 +209,8 @@ def commit(document, output_dir, staging, max_fraction, staged_files=(), *, gate
         if not FileSystems.exists(final_dir):
             FileSystems.mkdirs(final_dir)  # local disks need it; object stores ignore it
         FileSystems.rename(staged, [join(final_dir, f.rsplit("/", 1)[1]) for f in staged])
-    document["run"] = {**document["run"], "seconds": _seconds_since(document["run"]["started"])}
-    if baseline_rows is not None:
-        gates = gates.with_history_rows(baseline_rows)
-    verdict = validation.validate(document, gates)
+    if plan is not None:
+        reports.publish(staged_reports, output_dir)
     write_json_atomically(join(output_dir, validation.VALIDATION_FILE), verdict)
     _write_marker(output_dir, validation.marker(verdict))
     write_json_atomically(join(output_dir, METRICS_FILE), document)

@@ -244,6 +244,9 @@ def test_two_nights_into_sqlite_history_the_second_gated_against_the_first(cli, 
     assert len(runs) == 2 and len(rows) == 2 * per_run
     verdict = json.load(open(tmp_path / "day2" / "validation.json"))
     assert verdict["baseline"] == f"history {url}: run {runs[0]} (started {day1['run']['started']}, label day1)"
+    report = open(tmp_path / "day2" / "report.html").read()  # the overall metrics' trend, from the history
+    assert '<h2 id="history">History</h2>' in report and "2 runs, this one last." in report
+    assert 'id="history"' not in open(tmp_path / "day1" / "report.html").read()  # no earlier run yet
 
     # Yesterday's model again: it fails against the newest run (day2's model); against day1 it would pass.
     third = cli("--input", path, "--config", _config(tmp_path / "v3.yaml", "score_v1", gates), "--output",

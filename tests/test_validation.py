@@ -502,8 +502,16 @@ def _head(columns, logits="logits", rows=slice(None)):
     return results
 
 
+REPORTS = ["plots.json", "plots.png", "report.html"]  # the default outputs besides metrics.json
+
+
 def _files(output):
     return sorted(name for name in os.listdir(output) if not name.startswith("."))
+
+
+def _report(output):
+    with open(os.path.join(output, "report.html")) as f:
+        return f.read()
 
 
 def _read(output, name):
@@ -546,8 +554,9 @@ def test_failing_gates_exit_3_with_every_output_written_then_passing_gates_bless
     assert _failure_lines(run.stderr) == [f"validation failed: {line}" for line in expected]
     checks = 2 + 3 + len(COUNTRIES)  # min_example_count per model, 3 overall, auc per country
     assert f"validation: FAILED, 2 of {checks} checks failed (NOT_BLESSED)" in run.stdout
-    assert _files(output) == ["NOT_BLESSED", "metrics.json", "validation.json"]
+    assert _files(output) == sorted(["NOT_BLESSED", "metrics.json", "validation.json", *REPORTS])
     assert os.path.getsize(output / "NOT_BLESSED") == 0
+    assert f"Validation FAILED (NOT_BLESSED): {checks} checks, 2 failed" in _report(output)
     verdict, document = _read(output, "validation.json"), _read(output, "metrics.json")
     assert verdict["validation_ok"] is False and verdict["checks"] == checks
     assert verdict["baseline"] == "model 'production' (is_baseline)"
@@ -567,7 +576,8 @@ def test_failing_gates_exit_3_with_every_output_written_then_passing_gates_bless
     assert run.returncode == 0, run.stderr
     assert not _failure_lines(run.stderr)
     assert f"validation: ok, {checks} checks passed (BLESSED)" in run.stdout
-    assert _files(output) == ["BLESSED", "metrics.json", "validation.json"]  # the earlier marker is gone
+    assert _files(output) == sorted(["BLESSED", "metrics.json", "validation.json", *REPORTS])  # the other marker went
+    assert f"Validation passed (BLESSED): {checks} checks, 0 failed" in _report(output)
     assert _read(output, "validation.json") == {"validation_ok": True, "checks": checks, "failures": [],
                                                 "baseline": "model 'production' (is_baseline)"}
     assert _read(output, "metrics.json")["run"]["label"] is None
@@ -614,10 +624,10 @@ def test_an_empty_input_completes_but_fails_min_example_count(cli, tmp_path, min
     assert _read(output, "metrics.json")["example_count"] == 0
     if code:
         assert _failure_lines(run.stderr) == ["validation failed: Overall: example_count 0 < min_example_count 1"]
-        assert _files(output) == ["NOT_BLESSED", "metrics.json", "validation.json"]
+        assert _files(output) == sorted(["NOT_BLESSED", "metrics.json", "validation.json", *REPORTS])
         assert _read(output, "validation.json")["failures"][0]["threshold"] == {"min_example_count": 1}
     else:
-        assert _files(output) == ["BLESSED", "metrics.json", "validation.json"]
+        assert _files(output) == sorted(["BLESSED", "metrics.json", "validation.json", *REPORTS])
 
 
 def test_a_fully_rejected_input_completes_but_fails_min_example_count(cli, tmp_path):
@@ -633,7 +643,7 @@ def test_a_fully_rejected_input_completes_but_fails_min_example_count(cli, tmp_p
     assert (document["rows_read"], document["rows_rejected"], document["example_count"]) == (500, 500, 0)
     assert _failure_lines(run.stderr) == ["validation failed: Overall: example_count 0 < min_example_count 100"]
     assert "warning: 500 of 500 rows rejected" in run.stderr
-    assert _files(output) == ["NOT_BLESSED", "metrics.json", "rejected", "validation.json"]
+    assert _files(output) == sorted(["NOT_BLESSED", "metrics.json", "rejected", "validation.json", *REPORTS])
 
 
 @pytest.mark.parametrize("gates, message", [
@@ -664,7 +674,7 @@ def test_the_nightly_config_blesses_the_demo_candidate(cli, tmp_path):
     countries = 5
     checks = 2 + 4 + 2 * countries  # min_example_count per model; auc and average_loss, value and change; per country
     assert f"validation: ok, {checks} checks passed (BLESSED)" in run.stdout
-    assert _files(output) == ["BLESSED", "metrics.json", "validation.json"]
+    assert _files(output) == sorted(["BLESSED", "metrics.json", "validation.json", *REPORTS])
     document = _read(output, "metrics.json")
     assert len([e for e in document["slices"] if e["model"] == "candidate"]) == 1 + countries
 
