@@ -216,7 +216,8 @@ def _same(actual, expected, what):
 
 def test_tfma_files_are_what_its_loaders_glob(evaluated):
     names = sorted(os.listdir(evaluated["output"] / "tfma"))
-    assert names == ["eval_config.json", "metrics-00000-of-00001.tfrecord", "plots-00000-of-00001.tfrecord"]
+    assert names == ["eval_config.json", "metrics-00000-of-00001.tfrecord", "plots-00000-of-00001.tfrecord",
+                     "validations.tfrecord"]  # every run has a verdict (min_example_count at least)
 
 
 def test_tfma_load_eval_result_reads_every_metric_and_diff(evaluated):
@@ -363,7 +364,7 @@ def test_outputs_off_write_none_and_remove_an_earlier_runs(evaluated):
     assert (output / "report.html").exists() and (output / "tfma" / "eval_config.json").exists()
     off = config_for(tmp_path, "off.yaml", {"report": False, "plots": False, "tfma": False})
     result = run(tmp_path, off, output, evaluated["data"])
-    assert sorted(os.listdir(output)) == ["metrics.json"]
+    assert sorted(os.listdir(output)) == ["BLESSED", "metrics.json", "validation.json"]  # the verdict stays
     assert "report:" not in result.stdout
     # the same metrics either way: the calibration state changes nothing else
     assert read_metrics(output)["slices"] == evaluated["document"]["slices"]
