@@ -63,6 +63,13 @@ SLICES = [{"feature_keys": ["country"]}, {"feature_keys": ["device"]},
 TFMA_MODELS = ["candidate=probability", "production=probability_v1"]
 TFMA_SLICES = ["country", "device", "country,device"]
 # Slices compared with TFMA's (besides the overall slice), for both models.
+# TFMA's names of the head's metrics (those that mean the same; run_bench.compare_tfma's list).
+TFMA_NAMES = {
+    "binary_accuracy": "accuracy", "precision": "precision", "recall": "recall",
+    "auc": "auc", "auc_precision_recall": "auc_precision_recall",
+    "mean_label": "label/mean", "mean_prediction": "prediction/mean",
+    "binary_crossentropy": "average_loss",
+}
 COMPARED_SLICES = [{"country": "US"}, {"device": "tablet"}, {"country": "DE", "device": "mobile"}]
 
 
@@ -218,18 +225,54 @@ def same_overall(unsliced, sliced, model="candidate"):
     return max_relative_difference(a, b)
 
 
+AUCS = ("auc", "auc_precision_recall")
+
+
 def versus_tfma(pipeline, tfma):
-    """[{model, slice, max_relative_difference, key}] for the overall and COMPARED_SLICES slices."""
+    """[{model, slice, max_relative_difference, key, without_auc, diff_abs}] for the overall slice
+    and COMPARED_SLICES of both models: the metrics TFMA shares with the head (run_bench's
+    mapping), the same without the AUCs (TFMA interpolates them differently), and the
+    candidate's diffs vs TFMA's `*_diff` metrics (absolute: diffs are near 0)."""
     rows = []
     for model in ("candidate", "production"):
         for slice_dict in [{}] + COMPARED_SLICES:
             ours, theirs = find_slice(pipeline, model, slice_dict), find_slice(tfma, model, slice_dict)
+            row = {"model": model, "slice": slice_dict, "max_relative_difference": None}
+            rows.append(row)
             if ours is None or theirs is None or not ours.get("metrics"):
-                rows.append({"model": model, "slice": slice_dict, "max_relative_difference": None,
-                             "key": "missing in " + ("TFMA" if ours else "pipeline")})
+                row["key"] = "missing in " + ("TFMA" if ours else "pipeline")
                 continue
-            worst, key = run_bench.compare_tfma({"metrics": ours["metrics"]}, {"metrics": theirs["metrics"]})
-            rows.append({"model": model, "slice": slice_dict, "max_relative_difference": worst, "key": key})
+            row["max_relative_difference"], row["key"] = run_bench.compare_tfma(
+                {"metrics": ours["metrics"]}, {"metrics": theirs["metrics"]})
+            row["without_auc"], row["without_auc_key"] = run_bench.compare_tfma(
+                {"metrics": {k: v for k, v in ours["metrics"].items() if k not in AUCS}},
+                {"metrics": theirs["metrics"]})
+            if ours.get("diff"):
+                ours_diff = {k: v for k, v in ours["diff"].items() if v is not None}
+                theirs_diff = {k[:-len("_diff")]: v for k, v in theirs["metrics"].items() if k.endswith("_diff")}
+                pairs = [(head_key, theirs_diff.get(tfma_key), ours_diff.get(head_key))
+                         for tfma_key, head_key in TFMA_NAMES.items()]
+                pairs = [(k, a, b) for k, a, b in pairs if isinstance(a, (int, float)) and b is not None]
+                if pairs:
+                    row["diff_abs"], row["diff_key"] = max((abs(a - b), k) for k, a, b in pairs)
+    return rows
+
+
+def interval_widths(pipeline, tfma):
+    """[{slice, metric, pipeline, tfma, ratio}]: interval widths (upper - lower) of the candidate on
+    the same rows. Not equal by design (different sample assignments; TFMA's bootstrap is random),
+    only of the same size."""
+    rows = []
+    for slice_dict in ({}, COMPARED_SLICES[0]):
+        ours, theirs = find_slice(pipeline, "candidate", slice_dict), find_slice(tfma, "candidate", slice_dict)
+        for tfma_key in ("auc", "binary_accuracy", "binary_crossentropy"):
+            head_key = TFMA_NAMES[tfma_key]
+            a = ((ours or {}).get("confidence_intervals") or {}).get(head_key) or {}
+            b = ((theirs or {}).get("confidence_intervals") or {}).get(tfma_key) or {}
+            width = [x["upper"] - x["lower"] if isinstance(x.get("upper"), (int, float))
+                     and isinstance(x.get("lower"), (int, float)) else None for x in (a, b)]
+            rows.append({"slice": slice_dict, "metric": head_key, "pipeline": width[0], "tfma": width[1],
+                         "ratio": run_bench._ratio(width[0], width[1])})
     return rows
 
 
@@ -323,11 +366,21 @@ def markdown(report):
         lines.append(f"| {cell(check['check'])} | {f(value, '{:.1e}')} ({cell(check.get('key') or '-')}) | "
                      f"{check['limit']} | {check['result']} |")
     lines += ["", f"| TFMA vs pipeline (same {human(report['tfma']['sliced']['rows'])} TFRecord rows): "
-              "model, slice | max rel. diff (metric) |",
-              "| --- | --- |"]
+              "model, slice | max rel. diff (metric) | without the AUCs | diff vs TFMA's *_diff (abs.) |",
+              "| --- | --- | --- | --- |"]
     for row in report.get("versus_tfma") or []:
         lines.append(f"| {row['model']}, {cell(json.dumps(row['slice']))} | "
-                     f"{f(row['max_relative_difference'], '{:.1e}')} ({cell(row.get('key') or '-')}) |")
+                     f"{f(row['max_relative_difference'], '{:.1e}')} ({cell(row.get('key') or '-')}) | "
+                     f"{f(row.get('without_auc'), '{:.1e}')} ({cell(row.get('without_auc_key') or '-')}) | "
+                     + (f"{row['diff_abs']:.1e} ({cell(row['diff_key'])})" if row.get("diff_abs") is not None
+                        else "-") + " |")
+    if report.get("interval_widths"):
+        lines += ["", f"| interval width, candidate, same {human(report['tfma']['jackknife']['rows'])} TFRecord "
+                  "rows: method, slice, metric | pipeline | TFMA | pipeline / TFMA |", "| --- | ---: | ---: | ---: |"]
+        for method, rows in report["interval_widths"].items():
+            for row in rows:
+                lines.append(f"| {method}, {cell(json.dumps(row['slice']))}, {row['metric']} | "
+                             f"{f(row['pipeline'], '{:.4f}')} | {f(row['tfma'], '{:.4f}')} | {f(row['ratio'])} |")
     lines += ["", "| target | measured | limit | result |", "| --- | ---: | ---: | --- |"]
     for t in report["targets"]:
         lines.append(f"| {t['target']} | {_shown(t['value'], t['unit'])} | {t['op']} {t['limit']:g}{t['unit']} "
@@ -465,6 +518,18 @@ def main(argv=None):
             tfma_pipeline = None
     tfma = run_tfma_cases(datasets, args.python, out_dir, args.timeout, args.skip_tfma)
     report["checks"], report["versus_tfma"] = checks(cases, tfma_pipeline, tfma)
+    report["interval_widths"] = {}
+    for key, method in (("d", "jackknife"), ("e", "poisson_bootstrap")):
+        if datasets["tfma_interval_rows"].get("error") or not tfma[method].get("document_path"):
+            continue
+        record = pipeline_run(args.python, datasets["tfma_interval_rows"], configs[key], out_dir,
+                              f"{key}-on-tfma-interval-rows", args.timeout)
+        log(_run_line(f"{key} on the TFMA interval rows", record))
+        if record.get("error"):
+            report["notes"].append(f"{key} on the TFMA interval rows failed: {record['error']}")
+            continue
+        report["interval_widths"][method] = interval_widths(
+            run_bench.load_json(record["metrics_path"]), run_bench.load_json(tfma[method]["document_path"]))
     report["notes"] += [
         "Every case reads the same generated files (bench_data/sliced/; c reads its first 10 shards);"
         " configs: bench_output/runs/slices/configs/.",
