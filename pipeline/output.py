@@ -8,6 +8,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from head import MetricState
 from head.slicing import OVERALL, Bucket, slice_name
+from pipeline import reports
 
 METRICS_FILE = "metrics.json"
 # Outputs written by Beam sinks: staged first, moved into place on success.
@@ -94,6 +95,12 @@ def _interval(lower, upper, standard_error):
     return {"lower": float(lower), "upper": float(upper), "standard_error": float(standard_error)}
 
 
+def _with_interval(entry, key):
+    value = entry["metrics"][key]
+    bounds = (entry.get("confidence_intervals") or {}).get(key)
+    return f"{value:.6f} ± {bounds['upper'] - value:.6f}" if bounds else value
+
+
 def _json_slice_value(value):
     return str(value) if isinstance(value, Bucket) else value
 
@@ -168,13 +175,16 @@ def check_counts(document, max_fraction):
         )
 
 
-def commit(document, output_dir, staging, max_fraction, staged_files=()):
+def commit(document, output_dir, staging, max_fraction, staged_files=(), plan=None, plots=()):
     """The run's last step: check, move staged outputs into place, write metrics.json.
 
     Until this runs, a directory holding an earlier run's outputs is untouched;
-    metrics.json is written last, so it exists only for a complete run.
+    metrics.json is written last, so it exists only for a complete run. With
+    `plan`, the configured plots, report and tfma/ outputs (pipeline.reports)
+    are written from the document and `plots` (slice_plots' outputs) first.
     """
     check_counts(document, max_fraction)
+    staged_reports = reports.stage(document, plots, plan, staging) if plan is not None else {}
     for name in STAGED_OUTPUTS:
         final_dir = join(output_dir, name)
         staged = sorted(f for f in staged_files if f.startswith(join(staging, name) + "/"))
@@ -187,6 +197,8 @@ def commit(document, output_dir, staging, max_fraction, staged_files=()):
         if not FileSystems.exists(final_dir):
             FileSystems.mkdirs(final_dir)  # local disks need it; object stores ignore it
         FileSystems.rename(staged, [join(final_dir, f.rsplit("/", 1)[1]) for f in staged])
+    if plan is not None:
+        reports.publish(staged_reports, output_dir)
     path = write_json_atomically(join(output_dir, METRICS_FILE), document)
     remove_staging(staging)
     return path
@@ -198,20 +210,28 @@ def remove_staging(staging):
 
 
 def format_table(document):
-    """The overall metrics of each model as a text table, for the terminal."""
+    """The overall metrics of each model as a text table, for the terminal.
+
+    With confidence intervals, a metric reads `value ± half-width`.
+    """
     overall = [e for e in document["slices"] if not e["slice"]]
     names = [e["model"] or "value" for e in overall]
     keys = list(overall[0]["metrics"])
-    rows = [(k, [e["metrics"][k] for e in overall]) for k in keys]
+    rows = [(k, [_with_interval(e, k) for e in overall]) for k in keys]
     rows += [(k, [e[k] for e in overall]) for k in ("example_count", "weighted_example_count")]
     rows += [(k, [document[k]] * len(overall)) for k in ("rows_read", "rows_rejected")]
     width = max(len(k) for k, _ in rows)
-    columns = [max(12, len(n)) for n in names]
+    shown = [(k, [v if isinstance(v, str) else f"{v:d}" if isinstance(v, int) else f"{v:.6f}" for v in values])
+             for k, values in rows]
+    columns = [max(12, len(n), *(len(values[i]) for _, values in shown)) for i, n in enumerate(names)]
     lines = [f"{'metric'.ljust(width)}  " + "  ".join(n.rjust(c) for n, c in zip(names, columns)),
              f"{'-' * width}  " + "  ".join("-" * c for c in columns)]
-    for key, values in rows:
-        shown = [f"{v:d}" if isinstance(v, int) else f"{v:.6f}" for v in values]
-        lines.append(f"{key.ljust(width)}  " + "  ".join(v.rjust(c) for v, c in zip(shown, columns)))
+    for key, values in shown:
+        lines.append(f"{key.ljust(width)}  " + "  ".join(v.rjust(c) for v, c in zip(values, columns)))
+    intervals = document["run"].get("config", {}).get("confidence_intervals")
+    if intervals:
+        lines.append(f"± half-width of the {intervals['level']:.0%} confidence interval "
+                     f"({intervals['method']}, {intervals['num_samples']} samples)")
     per_model = len(document["slices"]) // max(len(overall), 1)
     if per_model > 1:
         lines.append(f"{per_model} slices per model (overall included) in metrics.json")
