@@ -32,7 +32,8 @@ MODEL_KEYS = ("name", "logits", "is_baseline")
 SLICING_SPEC_KEYS = ("feature_keys", "feature_values", "bucket_boundaries")
 INTERVAL_DEFAULTS = {"method": "jackknife", "num_samples": 20, "level": 0.95, "seed": 0}
 # What a run writes besides metrics.json: plots.json, report.html (+ plots.png), tfma/.
-OUTPUTS_DEFAULTS = {"report": True, "plots": True, "tfma": False}
+OUTPUTS_DEFAULTS = {"report": True, "plots": True, "tfma": False, "max_plot_slices": 1000}
+PLOT_OUTPUTS = ("report", "plots", "tfma")
 TOP_LEVEL = ("head", "columns", "models", *SLICING_DEFAULTS, "confidence_intervals", "outputs", "invalid_rows")
 
 
@@ -60,6 +61,11 @@ class EvalConfig:
     confidence_intervals: IntervalSpec = None  # None: no intervals
     invalid_rows: dict = dataclasses.field(default_factory=lambda: dict(INVALID_ROWS_DEFAULTS))
     outputs: dict = dataclasses.field(default_factory=lambda: dict(OUTPUTS_DEFAULTS))
+
+    @property
+    def writes_plots(self):
+        """Whether any output shows plots (and so the states keep calibration sums)."""
+        return any(self.outputs[key] for key in PLOT_OUTPUTS)
 
     @property
     def rejects_rows(self):
@@ -181,8 +187,10 @@ def parse_config(raw):
     outputs_raw = raw.get("outputs") or {}
     _check_keys(outputs_raw, tuple(OUTPUTS_DEFAULTS), "outputs")
     for key, value in outputs_raw.items():
-        if not isinstance(value, bool):
+        if key in PLOT_OUTPUTS and not isinstance(value, bool):
             raise ConfigError(f"outputs.{key}: must be true or false, got {value!r}")
+        if key == "max_plot_slices" and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise ConfigError(f"outputs.max_plot_slices: must be a whole number >= 0, got {value!r}")
     outputs.update(outputs_raw)
 
     models = _parse_models(raw.get("models"))

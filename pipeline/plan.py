@@ -120,7 +120,7 @@ def resolve(config, paths, file_format, prediction_keys=(), passthrough=()):
                     models=config.evaluated_models, prediction_keys=tuple(prediction_keys),
                     passthrough=tuple(passthrough),
                     # plots.json, the report and tfma/ all show calibration curves
-                    calibration=any(config.outputs.values()))
+                    calibration=config.writes_plots)
     columns = tuple(plan.named_columns())
     if first_row is not None:
         check_columns(plan, first_row)

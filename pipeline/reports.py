@@ -32,11 +32,6 @@ PLOTS = ("confusion_matrices", "confusion_matrices_at_thresholds", "calibration_
 _STAGED = "reports"  # under the run's staging directory
 
 
-def wanted(config):
-    """Whether the run writes any plot-based output (and so keeps calibration state)."""
-    return any(config.outputs.values())
-
-
 def _point_states(plan, totals):
     """The point-estimate states of [n, ...] combined states.
 
@@ -57,8 +52,13 @@ def slice_plots(keyed_states, plan):
     """
     (m, s), states = keyed_states
     keys, totals = states.sorted_items()
-    return (plan.models[m].name, s), ([slice_name(k) for k in keys],
-                                      plot_data(plan.layout, _point_states(plan, np.asarray(totals))))
+    point = _point_states(plan, np.asarray(totals))
+    # The overall slice, and each spec's largest max_plot_slices slices: 10,000 slices'
+    # curves would be about a gigabyte of JSON that nobody plots.
+    limit = len(keys) if s == 0 else plan.config.outputs["max_plot_slices"]
+    counts = plan.layout.part(point, "examples")
+    kept = np.sort(np.argsort(-counts, kind="stable")[:limit])
+    return (plan.models[m].name, s), ([slice_name(keys[i]) for i in kept], plot_data(plan.layout, point[kept]))
 
 
 def plots_document(document, keyed_plots):
@@ -134,7 +134,7 @@ def stage(document, keyed_plots, plan, staging, validation=None, history=None):
     of the overall slices (the report's trend).
     """
     outputs = plan.config.outputs
-    if not wanted(plan.config):
+    if not plan.config.writes_plots:
         return {}
     root = FileSystems.join(staging, _STAGED)
     staged = {}
