@@ -1,7 +1,6 @@
 """The head on Beam: a DoFn per record batch, a CombineFn over the data set."""
 
 import collections
-import json
 import typing
 
 import apache_beam as beam
@@ -10,6 +9,7 @@ import pyarrow as pa
 
 from head import BadInputError
 from head.arrow import column_values, head_inputs, to_arrow
+from pipeline.output import to_json
 
 COUNTER_NAMESPACE = "beam_head_eval"
 PREDICTIONS_TAG = "predictions"
@@ -157,7 +157,7 @@ class EvaluateBatch(beam.DoFn):
         bad = batch.filter(pa.array(error.rows))
         # The raw values of the rejected rows only (never the hot path), as JSON.
         wanted = [c for c in self._roles.values() if c and c in bad.schema.names]
-        values = [json.dumps(row, default=_json_value) for row in bad.select(wanted).to_pylist()]
+        values = [to_json(row, default=_json_value) for row in bad.select(wanted).to_pylist()]
         count = bad.num_rows
         return pa.table(
             [

@@ -1,6 +1,10 @@
 """Writing results through Beam's FileSystems (local paths or gs://)."""
 
+import glob
 import json
+import math
+import os
+import threading
 import uuid
 
 from apache_beam.io.filesystems import FileSystems
@@ -8,6 +12,7 @@ from apache_beam.io.filesystems import FileSystems
 METRICS_FILE = "metrics.json"
 # Outputs written by Beam sinks: staged first, moved into place on success.
 STAGED_OUTPUTS = ("predictions", "rejected")
+STAGING_PREFIX = ".staging-"
 
 
 class OutputCheckError(ValueError):
@@ -18,11 +23,33 @@ def join(directory, *names):
     return FileSystems.join(directory, *names)
 
 
+def to_json(value, **kwargs):
+    """Strict JSON (RFC 8259) text of `value`: NaN and +-Infinity become null.
+
+    Python's json writes them as the tokens NaN and Infinity, which strict
+    parsers (JavaScript's JSON.parse, jq, BigQuery) reject. Every JSON the
+    program writes goes through here; `kwargs` are json.dumps's.
+    """
+    return json.dumps(_finite(value), allow_nan=False, **kwargs)
+
+
+def _finite(value):
+    if isinstance(value, float):  # numpy's float64 too
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    if hasattr(value, "dtype") and value.dtype.kind == "f" and value.ndim == 0:  # numpy float32 scalars
+        return _finite(float(value))
+    return value
+
+
 def write_json_atomically(path, payload):
-    """Writes JSON to a temporary name, then renames: never a partial file."""
+    """Writes strict JSON to a temporary name, then renames: never a partial file."""
     temporary = f"{path}.tmp-{uuid.uuid4().hex}"
     with FileSystems.create(temporary) as f:
-        f.write(json.dumps(payload, indent=2, sort_keys=False).encode("utf-8"))
+        f.write(to_json(payload, indent=2).encode("utf-8"))
         f.write(b"\n")
     if FileSystems.exists(path):
         FileSystems.delete([path])
@@ -36,7 +63,7 @@ def read_json(path):
 
 
 def staging_dir(output_dir, run_id):
-    return join(output_dir, f".staging-{run_id}")
+    return join(output_dir, f"{STAGING_PREFIX}{run_id}")
 
 
 def metrics_document(result, run_info):
@@ -82,12 +109,63 @@ def commit(document, output_dir, staging, max_fraction, staged_files=()):
         FileSystems.rename(staged, [join(final_dir, f.rsplit("/", 1)[1]) for f in staged])
     path = write_json_atomically(join(output_dir, METRICS_FILE), document)
     remove_staging(staging)
+    remove_abandoned_staging(output_dir)
     return path
 
 
+def _local(path):
+    return FileSystems.get_scheme(path) in (None, "file")
+
+
 def remove_staging(staging):
-    if FileSystems.exists(staging):
-        FileSystems.delete([staging])
+    """Deletes a staging directory and everything in it (no error if absent)."""
+    if _local(staging):
+        if FileSystems.exists(staging):
+            FileSystems.delete([staging])
+        return
+    # Object stores have no directories: the objects under the prefix go.
+    objects = [m.path for m in FileSystems.match([join(staging, "**")])[0].metadata_list]
+    if objects:
+        FileSystems.delete(objects)
+
+
+def remove_abandoned_staging(output_dir):
+    """Deletes the staging directories of runs killed before they could clean up.
+
+    Called once a run has committed. A run writing to the same output
+    directory at the same moment would lose its staged files; but two runs
+    writing one output directory at once overwrite each other's outputs anyway.
+    """
+    if _local(output_dir):
+        stagings = glob.glob(os.path.join(glob.escape(output_dir), STAGING_PREFIX + "*"))
+    else:
+        found = FileSystems.match([join(output_dir, STAGING_PREFIX + "*", "**")])[0].metadata_list
+        root = output_dir.rstrip("/")
+        stagings = {join(root, m.path[len(root):].lstrip("/").split("/", 1)[0]) for m in found}
+    for staging in sorted(stagings):
+        remove_staging(staging)
+
+
+def remove_staging_within(staging, seconds):
+    """remove_staging, given up after `seconds`; None when done, else why not.
+
+    After a failure the program must end promptly with its one-line error,
+    even when the store is slow or unreachable; staging left behind is
+    removed by the next run into the same output directory that succeeds.
+    """
+    outcome = []
+
+    def remove():
+        try:
+            remove_staging(staging)
+            outcome.append(None)
+        except Exception as e:  # reported by the caller, in one line
+            outcome.append(f"{type(e).__name__}: {' '.join(str(e).split())[:200]}")
+
+    worker = threading.Thread(target=remove, name="remove-staging", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    return outcome[0] if outcome else f"not done within {seconds:g} s"
 
 
 def format_table(document):
@@ -97,6 +175,9 @@ def format_table(document):
     width = max(len(k) for k, _ in rows)
     lines = [f"{'metric'.ljust(width)}  value", f"{'-' * width}  {'-' * 12}"]
     for key, value in rows:
-        shown = f"{value:d}" if isinstance(value, int) else f"{value:.6f}"
+        if value is None:  # undefined (null in metrics.json)
+            shown = "null"
+        else:
+            shown = f"{value:d}" if isinstance(value, int) else f"{value:.6f}"
         lines.append(f"{key.ljust(width)}  {shown}")
     return "\n".join(lines)
