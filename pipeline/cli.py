@@ -23,7 +23,8 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from head import PREDICTION_KEYS
-from pipeline import build, output, runners
+from head.slicing import SlicingError
+from pipeline import build, output, plan, runners
 from pipeline.config import ConfigError, load_config
 from pipeline.evaluate import COUNTER_NAMESPACE, InvalidRowError, UnreadableFileError
 from pipeline.read import DEFAULT_BATCH_SIZE, FORMATS, InputError, check_format, infer_format, match_files
@@ -75,6 +76,7 @@ EXIT_STATUS = {
     RunnerError: 2,
     InvalidRowError: 1,
     UnreadableFileError: 1,
+    SlicingError: 1,
     output.OutputCheckError: 1,
     Interrupted: 130,
     Terminated: 143,
@@ -200,13 +202,10 @@ def _evaluate(args, beam_args, signals):
     file_format = args.format or infer_format(args.input, paths)
     check_format(paths[0], file_format)
     shown_input = args.input[0] if len(args.input) == 1 else args.input
-    info = build.run_info(shown_input, file_format, config, runner)
+    info = plan.run_info(shown_input, file_format, config, runner)
+    evaluation = plan.resolve(config, paths, file_format, args.predictions, args.passthrough)
     pipeline = beam.Pipeline(runner=beam_runner, options=options)
-    staging = build.build(
-        pipeline, paths, file_format, config, args.output, info,
-        prediction_keys=args.predictions, passthrough=args.passthrough,
-        batch_size=args.batch_size,
-    )
+    staging = build.build(pipeline, evaluation, args.output, info, batch_size=args.batch_size)
     metrics_path = output.join(args.output, output.METRICS_FILE)
     if dry_run and not dataflow:  # Beam's dry run is Dataflow's: others stop here
         print(f"dry run: {runner} pipeline built, not run; a run writes {metrics_path}")

@@ -53,8 +53,11 @@ def test_written_json_is_strict(tmp_path):
 
 
 def test_the_table_shows_an_undefined_metric_as_null():
-    document = {"metrics": {"auc": None, "accuracy": 0.5}, "example_count": 2, "weighted_example_count": 2.0,
-                "rows_read": 2, "rows_rejected": 0}
+    metrics = {"auc": None, "accuracy": 0.5}
+    overall = {"model": "", "slice": {}, "slice_name": "Overall", "example_count": 2,
+               "weighted_example_count": 2.0, "metrics": metrics}
+    document = {"metrics": metrics, "example_count": 2, "weighted_example_count": 2.0,
+                "rows_read": 2, "rows_rejected": 0, "slices": [overall]}
     lines = output.format_table(document).splitlines()
     assert lines[2].split() == ["auc", "null"]
     assert lines[3].split() == ["accuracy", "0.500000"]
