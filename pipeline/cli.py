@@ -7,8 +7,8 @@ DirectRunner and the metrics are printed. The installed console script
 `beam-head-eval` is this main().
 
 Every known error ends the program with one line on stderr and the exit
-status of its kind (EXIT_STATUS); anything else is a bug of ours and shows
-its traceback.
+status of its kind (pipeline/errors.py); anything else is a bug of ours and
+shows its traceback.
 """
 
 import argparse
@@ -23,11 +23,11 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from head import PREDICTION_KEYS
-from head.slicing import SlicingError
 from pipeline import build, output, plan, runners
-from pipeline.config import ConfigError, load_config
-from pipeline.evaluate import COUNTER_NAMESPACE, InvalidRowError, UnreadableFileError
-from pipeline.read import DEFAULT_BATCH_SIZE, FORMATS, InputError, check_format, infer_format, match_files
+from pipeline.config import load_config
+from pipeline.errors import KNOWN, Interrupted, Terminated, known_cause
+from pipeline.evaluate import COUNTER_NAMESPACE
+from pipeline.read import DEFAULT_BATCH_SIZE, FORMATS, check_format, infer_format, match_files
 from pipeline.runners import RunnerError
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -47,40 +47,6 @@ DEMO_OUTPUT = "demo_output"
 # How long a failed or interrupted run may spend removing its staging
 # directory before it gives up (an unreachable bucket must not hold the exit).
 CLEANUP_SECONDS = 20
-
-
-class Interrupted(BaseException):
-    """SIGINT (Ctrl-C): the run stops, its staging directory is removed.
-
-    A BaseException, like KeyboardInterrupt, so that no `except Exception`
-    on the way takes it for an error of the data.
-    """
-
-    exit_status = 130
-    signal_name = "SIGINT"
-
-
-class Terminated(Interrupted):
-    """SIGTERM (a scheduler or `kill` stopping the job): as SIGINT."""
-
-    exit_status = 143
-    signal_name = "SIGTERM"
-
-
-# The exit status of every known error (SPEC §6): 2 bad config or arguments,
-# found before the pipeline runs; 1 the run failed on its data; 130/143
-# interrupted. (3, validation failed, is decided after a complete run.)
-EXIT_STATUS = {
-    ConfigError: 2,
-    InputError: 2,
-    RunnerError: 2,
-    InvalidRowError: 1,
-    UnreadableFileError: 1,
-    SlicingError: 1,
-    output.OutputCheckError: 1,
-    Interrupted: 130,
-    Terminated: 143,
-}
 
 
 def _comma_list(text):
@@ -129,21 +95,6 @@ def parse_args(argv):
     return args, beam_args
 
 
-def _find(exception, kind):
-    """The first exception of `kind` in a chain (Beam wraps DoFn errors)."""
-    seen = set()
-    while exception is not None and id(exception) not in seen:
-        if isinstance(exception, kind):
-            return exception
-        seen.add(id(exception))
-        exception = exception.__cause__ or exception.__context__
-    return None
-
-
-def _exit_status(error):
-    return next(EXIT_STATUS[kind] for kind in type(error).__mro__ if kind in EXIT_STATUS)
-
-
 class _Signals:
     """While active, SIGINT and SIGTERM raise Interrupted / Terminated in the main thread.
 
@@ -181,12 +132,12 @@ def main(argv=None):
     with _Signals() as signals:
         try:
             return _evaluate(args, beam_args, signals)
-        except tuple(EXIT_STATUS) as e:
+        except KNOWN as e:
             message = str(e)
             if isinstance(e, Interrupted) and not message:
                 message = f"interrupted by {e.signal_name} before the pipeline ran"
             print(f"error: {message}", file=sys.stderr)
-            return _exit_status(e)
+            return e.exit_status
 
 
 def _evaluate(args, beam_args, signals):
@@ -227,13 +178,13 @@ def _evaluate(args, beam_args, signals):
             raise signals.received(
                 f"interrupted by {name}: run stopped{left or ', its staging directory removed'}"
             ) from None
-        known = _find(e, tuple(EXIT_STATUS))
+        known = known_cause(e)
         if known is None:
             raise
         # Beam appends the failing step's name; the message says what matters.
         message = re.sub(r" \[while running .*\]$", "", str(known))
         print(f"error: {message}{left}", file=sys.stderr)
-        return _exit_status(known)
+        return known.exit_status
     if dataflow and dry_run:  # translated only: nothing ran, nothing to read
         print(f"dry run: {runner} job built and translated, not submitted; a run writes {metrics_path}")
         return 0

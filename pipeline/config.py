@@ -13,6 +13,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from head import BinaryClassHead
 from head.slicing import SliceSpec
+from pipeline.errors import UsageError
 
 HEAD_DEFAULTS = {
     "weight_column": None,
@@ -24,7 +25,9 @@ HEAD_DEFAULTS = {
     "regularization_losses": [],
 }
 COLUMN_DEFAULTS = {"logits": "logits", "label": "label", "weight": None}
-INVALID_ROWS_DEFAULTS = {"policy": "fail", "max_fraction": 0.0}
+# max_fraction 1.0: under `reject` every rejected row is set aside and counted,
+# and the run fails only when asked to (SPEC §9).
+INVALID_ROWS_DEFAULTS = {"policy": "fail", "max_fraction": 1.0}
 POLICIES = ("fail", "reject")
 SLICING_DEFAULTS = {"slicing_specs": None, "min_slice_size": 1, "max_slices": 10000}
 MODEL_KEYS = ("name", "logits", "is_baseline")
@@ -32,8 +35,8 @@ SLICING_SPEC_KEYS = ("feature_keys", "feature_values", "bucket_boundaries")
 TOP_LEVEL = ("head", "columns", "models", *SLICING_DEFAULTS, "invalid_rows")
 
 
-class ConfigError(ValueError):
-    pass
+class ConfigError(UsageError):
+    """A config field that cannot be used: the message names the field."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,9 +6,10 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from head import BadInputError, EvaluatedBatch
+from head import BadInputError, EvaluatedBatch, LossFnError
 from head.arrow import column_values, head_inputs, to_arrow
 from head.slicing import SliceStates, SlicingError, slice_states
+from pipeline.errors import DataError
 from pipeline.output import to_json
 
 COUNTER_NAMESPACE = "beam_head_eval"
@@ -28,7 +29,7 @@ REJECTED_SCHEMA = pa.schema(
 UNREADABLE_FILE = "unreadable file"
 
 
-class InvalidRowError(ValueError):
+class InvalidRowError(DataError):
     """A bad input row: names the file, the row in it, the column, the reason."""
 
     def __init__(self, path, row, column, reason, detail=None, count=1):
@@ -39,7 +40,7 @@ class InvalidRowError(ValueError):
         super().__init__(f"{path}, row {row}, column {column}: {reason}{detail}{more}")
 
 
-class UnreadableFileError(ValueError):
+class UnreadableFileError(DataError):
     """A file that could not be read (corrupt, truncated, not the format)."""
 
 
@@ -68,7 +69,7 @@ class EvaluateBatch(beam.DoFn):
     def setup(self):
         self._head = self._plan.head
 
-    def _evaluate(self, batch):
+    def evaluate_models(self, batch):
         """Every model's EvaluatedBatch and logits; BadInputError names the model's column."""
         plan, widths = self._plan, self._plan.widths
         features = {}
@@ -106,11 +107,16 @@ class EvaluateBatch(beam.DoFn):
         evaluated = logits = None
         while batch.num_rows:
             try:
-                evaluated, logits = self._evaluate(batch)
+                evaluated, logits = self.evaluate_models(batch)
                 break
+            except LossFnError as e:
+                raise DataError(f"{source.path}, rows {source.first_row} to "
+                                f"{source.first_row + source.batch.num_rows - 1}: {e}") from None
             except BadInputError as e:
                 column = e.column if "(" in e.column else self._plan.column_label(e.column)
                 if not self._plan.config.rejects_rows:
+                    e = self._first_bad_row(batch, e)
+                    column = e.column if "(" in e.column else self._plan.column_label(e.column)
                     raise InvalidRowError(
                         source.path, int(rows_in_file[e.row]), column, e.reason, e.detail, e.count
                     ) from None
@@ -133,6 +139,24 @@ class EvaluateBatch(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(PREDICTIONS_TAG, self._predictions_table(batch, logits))
         yield counts
 
+    def _first_bad_row(self, batch, error):
+        """The problem of the batch's first bad row.
+
+        The head checks one input after another (logits, then labels, ...),
+        so `error` is the first row with the first problem checked, maybe
+        not the first bad row: the rows before it are checked again until
+        none is bad. Each pass stops at a lower row, and the rows before a
+        problem's first row do not have that problem: a few passes at most,
+        and only when the job is about to fail.
+        """
+        while error.row > 0:
+            try:
+                self.evaluate_models(batch.slice(0, error.row))
+                return error
+            except BadInputError as earlier:
+                error = earlier
+        return error
+
     def _slice_states(self, path, batch, evaluated):
         plan = self._plan
         try:
@@ -143,7 +167,7 @@ class EvaluateBatch(beam.DoFn):
                 batch.num_rows, len(evaluated[0]) // batch.num_rows, memberships,
                 plan.config.max_slices)
         except SlicingError as e:
-            raise SlicingError(f"{path}: {e}") from None
+            raise DataError(f"{path}: {e}") from None
         for key, value in states.items():
             yield beam.pvalue.TaggedOutput(METRICS_TAG, (key, value))
 
@@ -261,7 +285,10 @@ class SliceStatesCombineFn(beam.CombineFn):
 
     def add_input(self, accumulator, states):
         accumulator.spec = accumulator.spec or states.spec
-        return accumulator.merge(states)
+        try:
+            return accumulator.merge(states)
+        except SlicingError as e:  # more slices than max_slices over the data set
+            raise DataError(str(e)) from None
 
     def merge_accumulators(self, accumulators):
         accumulators = iter(accumulators)

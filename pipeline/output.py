@@ -11,14 +11,18 @@ from apache_beam.io.filesystems import FileSystems
 
 from head import MetricState
 from head.slicing import OVERALL, Bucket, slice_name
+from pipeline.errors import DataError
 
 METRICS_FILE = "metrics.json"
 # Outputs written by Beam sinks: staged first, moved into place on success.
 STAGED_OUTPUTS = ("predictions", "rejected")
 STAGING_PREFIX = ".staging-"
+# Where a run that failed its counts (too many rejected rows) keeps them:
+# OUTPUT/failed-RUN_ID/rejected/, beside an earlier run's outputs, untouched.
+FAILED_PREFIX = "failed-"
 
 
-class OutputCheckError(ValueError):
+class OutputCheckError(DataError):
     """The run's counts do not allow writing results."""
 
 
@@ -157,6 +161,10 @@ def check_counts(document, max_fraction):
         raise OutputCheckError(
             f"rows do not reconcile: read {read} != evaluated {evaluated} + rejected {rejected}"
         )
+    if not evaluated:  # metrics of nothing: every one undefined
+        unreadable = len(document.get("unreadable_files", []))
+        files = f", {unreadable} file{'s' if unreadable > 1 else ''} unreadable" if unreadable else ""
+        raise OutputCheckError(f"no row evaluated: {rejected} of {read} rows rejected{files}")
     if rejected > max_fraction * read:
         reasons = "; ".join(f"{k}: {v}" for k, v in document["rejected_by_reason"].items())
         raise OutputCheckError(
@@ -171,23 +179,47 @@ def commit(document, output_dir, staging, max_fraction, staged_files=()):
     Until this runs, a directory holding an earlier run's outputs is untouched;
     metrics.json is written last, so it exists only for a complete run.
     """
-    check_counts(document, max_fraction)
+    try:
+        check_counts(document, max_fraction)
+    except OutputCheckError as e:
+        kept = _keep_rejected(output_dir, staging, staged_files)
+        if kept is None:
+            raise
+        raise OutputCheckError(f"{e}; the rejected rows are kept in {kept}") from None
     for name in STAGED_OUTPUTS:
         final_dir = join(output_dir, name)
-        staged = sorted(f for f in staged_files if f.startswith(join(staging, name) + "/"))
         # An earlier run's files go, whether or not this run writes this kind.
         old = [m.path for m in FileSystems.match([join(final_dir, "*")])[0].metadata_list]
         if old:
             FileSystems.delete(old)
-        if not staged:
-            continue
-        if not FileSystems.exists(final_dir):
-            FileSystems.mkdirs(final_dir)  # local disks need it; object stores ignore it
-        FileSystems.rename(staged, [join(final_dir, f.rsplit("/", 1)[1]) for f in staged])
+        _move(_staged(staged_files, staging, name), final_dir)
     path = write_json_atomically(join(output_dir, METRICS_FILE), document)
     remove_staging(staging)
     remove_abandoned_staging(output_dir)
     return path
+
+
+def _staged(staged_files, staging, name):
+    return sorted(f for f in staged_files if f.startswith(join(staging, name) + "/"))
+
+
+def _move(files, directory):
+    if not files:
+        return
+    if not FileSystems.exists(directory):
+        FileSystems.mkdirs(directory)  # local disks need it; object stores ignore it
+    FileSystems.rename(files, [join(directory, f.rsplit("/", 1)[1]) for f in files])
+
+
+def _keep_rejected(output_dir, staging, staged_files):
+    """A failed run's rejected rows, moved out of staging (which goes): where, or None if none."""
+    staged = _staged(staged_files, staging, "rejected")
+    if not staged:
+        return None
+    run_id = staging.rstrip("/").rsplit("/", 1)[-1][len(STAGING_PREFIX):]
+    kept = join(output_dir, f"{FAILED_PREFIX}{run_id}", "rejected")
+    _move(staged, kept)
+    return kept
 
 
 def _local(path):

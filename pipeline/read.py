@@ -29,6 +29,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline import _tfrecord, tfrecord
+from pipeline.errors import UsageError
 from pipeline.evaluate import COUNTER_NAMESPACE
 
 DEFAULT_BATCH_SIZE = 65536
@@ -64,7 +65,7 @@ class ReadRange(typing.NamedTuple):
     num_rows: int
 
 
-class InputError(ValueError):
+class InputError(UsageError):
     """A file that cannot be read or matched."""
 
 

@@ -21,6 +21,8 @@ from apache_beam.options.pipeline_options import (
     WorkerOptions,
 )
 
+from pipeline.errors import UsageError
+
 _LOGGER = logging.getLogger(__name__)
 
 DASK_RUNNER = "pipeline.dask_runner.DaskRunner"
@@ -34,10 +36,8 @@ _KNOWN_RUNNERS["daskrunner"] = "DaskRunner"
 SETUP_PROBE_SECONDS = 60
 
 
-class RunnerError(ValueError):
+class RunnerError(UsageError):
     """A runner or its options cannot be used; found before any pipeline is built."""
-
-    exit_status = 2
 
 
 # ---- options -------------------------------------------------------------------
