@@ -221,7 +221,7 @@ def _check_beam_validation(options, runner):
             raise RunnerError(f"Dataflow options: {location_errors[0][0]} (a dry run needs a gs:// --temp_location)")
     errors = validator.validate()
     if errors:
-        problems = "; ".join(" ".join(error.split()) for error in errors)
+        problems = "; ".join(" ".join(error.split()).rstrip(".") for error in errors) + "."
         raise RunnerError(f"Dataflow options: {problems}")
 
 

@@ -206,7 +206,8 @@ def test_dataflow_dry_run_ships_a_loss_fn_that_setup_py_installs(runner_inputs, 
 
 
 # (extra arguments, config's loss_fn or None, the one line's start): each fails
-# before anything is built, offline, with exit status 2.
+# before anything is built, offline, with exit status 2. A worker would fail
+# on each of these; the preflight finds them on the launcher.
 DATAFLOW_PREFLIGHT = {
     "setup_file_missing": (
         DATAFLOW_OPTIONS + ["--setup_file", "./setup.py"], None,
@@ -227,6 +228,20 @@ DATAFLOW_PREFLIGHT = {
     "invalid_temp_location": (
         [a if a != "gs://valid-bucket/tmp" else "gs://b/t" for a in DATAFLOW], None,
         "error: Dataflow options: Invalid GCS bucket (gs://b/t), given for the option: temp_location.",
+    ),
+    "no_region_invalid_project": (
+        [a if a != "test-project" else "p" for a in DATAFLOW if a not in ("--region", "us-central1")], None,
+        "error: Dataflow options: Invalid Project ID (p). Please make sure you specified the Project ID, "
+        "not project description; Missing required option: region.",
+    ),
+    "logits_column_missing": (
+        DATAFLOW, {"columns": {"logits": "logit", "label": "label"}},
+        "error: column 'logit' (logits) is not in the input: ",
+    ),
+    "loss_fn_reads_a_missing_feature": (  # shipped (setup.py installs pipeline.configs)
+        DATAFLOW, {"head": {"loss_fn": "pipeline.configs.example_losses:weighted_by_feature"}},
+        "error: loss_fn pipeline.configs.example_losses:weighted_by_feature raised KeyError: 'importance' "
+        "(on the first row of ",
     ),
     "loss_fn_not_shipped": (  # importable here (the working directory), not on the workers
         DATAFLOW, "local_losses:doubled",
@@ -251,13 +266,14 @@ def test_dataflow_preflight_fails_fast_in_one_line(runner_inputs, tmp_path, case
     validation would create a default bucket; cleanup would contact the
     output bucket, retrying credentials for minutes): it ends in seconds.
     """
-    arguments, loss_fn, expected = DATAFLOW_PREFLIGHT[case]
+    arguments, config, expected = DATAFLOW_PREFLIGHT[case]
     _, patterns, _ = runner_inputs
-    head = {"weight_column": "weight"}
-    if loss_fn:
-        head["loss_fn"] = loss_fn
+    if isinstance(config, str):  # a loss_fn in the working directory
         (tmp_path / "local_losses.py").write_text(LOCAL_LOSSES)
-    config = write_config(tmp_path / "config.yaml", head=head)
+        config = {"head": {"loss_fn": config}}
+    config = config or {}
+    head = {"weight_column": "weight", **config.get("head", {})}
+    config = write_config(tmp_path / "config.yaml", head=head, **{k: v for k, v in config.items() if k != "head"})
     started = time.monotonic()
     done = run_program(["--input", patterns["parquet"], "--config", config, "--output", "gs://valid-bucket/eval",
                         *arguments], cwd=tmp_path)
