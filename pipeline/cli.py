@@ -53,8 +53,15 @@ def _comma_list(text):
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse, with an error in one line (the usage is --help's)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
+    parser = _ArgumentParser(
         prog="run_pipeline.py",
         description="Evaluate scored examples with tf.estimator.BinaryClassHead semantics on Beam.",
         epilog="Any other argument is passed to Beam's PipelineOptions.",

@@ -5,6 +5,8 @@ workers, and the counters a finished run reports.
 The Dask runner itself is pipeline/dask_runner.py.
 """
 
+import contextlib
+import io
 import json
 import logging
 import os
@@ -53,8 +55,22 @@ def pipeline_options(beam_args):
     """PipelineOptions with `--runner=DaskRunner` resolved and `--dry_run` a bool.
 
     (Beam's --dry_run has no type: `--dry_run=False` would otherwise be a dry run.)
+    Every Beam option is parsed here, so that a bad value is a RunnerError
+    in one line, not argparse's usage of every Beam option and an exit later.
     """
     options = PipelineOptions(beam_args)
+    said = io.StringIO()
+    beam_logger = logging.getLogger("apache_beam.options.pipeline_options")
+    level = beam_logger.level
+    beam_logger.setLevel(logging.ERROR)  # unparseable args: warned about once, when the runner parses
+    try:
+        with contextlib.redirect_stderr(said):
+            options.get_all_options()
+    except SystemExit:  # argparse has printed its usage and an "error: ..." line
+        last = (said.getvalue().strip().splitlines() or ["error: cannot be parsed"])[-1]
+        raise RunnerError(f"Beam options: {last.split('error: ', 1)[-1]}") from None
+    finally:
+        beam_logger.setLevel(level)
     standard = options.view_as(StandardOptions)
     if isinstance(standard.runner, str) and standard.runner.lower() in _DASK_ALIASES:
         standard.runner = DASK_RUNNER

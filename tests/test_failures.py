@@ -175,3 +175,15 @@ def test_an_invalid_loss_reduction_lists_the_valid_ones(cli, tmp_path, data):
     assert _one_line(done, 2).endswith(
         "head.loss_reduction: Invalid loss_reduction: mean. See `tf.losses.Reduction` for valid options "
         "(a head takes: auto, sum, sum_over_batch_size).")
+
+
+@pytest.mark.parametrize("arguments,expected", [
+    (["--direct_num_workers=x"], "Beam options: argument --direct_num_workers: invalid int value: 'x'"),
+    (["--predictions", "odds"], "--predictions: unknown key 'odds' (valid: logits, logistic, probabilities, "
+                                "class_ids, classes, all_class_ids, all_classes) (see --help)"),
+    (["--batch_size", "0"], "--batch_size must be positive (see --help)"),
+])
+def test_a_bad_argument_is_one_line_and_exit_2(cli, tmp_path, data, arguments, expected):
+    path, _ = data
+    done = cli("--input", path, "--output", tmp_path / "out", *arguments)
+    assert _one_line(done, 2) == expected
