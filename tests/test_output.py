@@ -57,7 +57,7 @@ def test_the_table_shows_an_undefined_metric_as_null():
     overall = {"model": "", "slice": {}, "slice_name": "Overall", "example_count": 2,
                "weighted_example_count": 2.0, "metrics": metrics}
     document = {"metrics": metrics, "example_count": 2, "weighted_example_count": 2.0,
-                "rows_read": 2, "rows_rejected": 0, "slices": [overall]}
+                "rows_read": 2, "rows_rejected": 0, "slices": [overall], "run": {"config": {}}}
     lines = output.format_table(document).splitlines()
     assert lines[2].split() == ["auc", "null"]
     assert lines[3].split() == ["accuracy", "0.500000"]
