@@ -23,7 +23,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from head import PREDICTION_KEYS
-from pipeline import build, output, plan, runners
+from pipeline import build, output, plan, reports, runners
 from pipeline.config import load_config
 from pipeline.errors import KNOWN, Interrupted, Terminated, known_cause
 from pipeline.evaluate import COUNTER_NAMESPACE
@@ -205,6 +205,8 @@ def _evaluate(args, beam_args, signals):
         logging.info("counters (%s): %s", COUNTER_NAMESPACE, line)
         print(f"counters ({COUNTER_NAMESPACE}): {line}")
     print(f"written: {metrics_path}")
+    for line in reports.describe(args.output, config):
+        print(line)
     return 0
 
 

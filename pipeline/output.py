@@ -12,6 +12,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from head import MetricState
 from head.slicing import OVERALL, Bucket, slice_name
+from pipeline import reports
 from pipeline.errors import DataError
 
 METRICS_FILE = "metrics.json"
@@ -211,11 +212,13 @@ def check_counts(document, max_fraction):
         )
 
 
-def commit(document, output_dir, staging, max_fraction, staged_files=()):
+def commit(document, output_dir, staging, max_fraction, staged_files=(), plan=None, plots=()):
     """The run's last step: check, move staged outputs into place, write metrics.json.
 
     Until this runs, a directory holding an earlier run's outputs is untouched;
-    metrics.json is written last, so it exists only for a complete run.
+    metrics.json is written last, so it exists only for a complete run. With
+    `plan`, the configured plots, report and tfma/ outputs (pipeline.reports)
+    are written from the document and `plots` (slice_plots' outputs) first.
     """
     try:
         check_counts(document, max_fraction)
@@ -224,6 +227,7 @@ def commit(document, output_dir, staging, max_fraction, staged_files=()):
         if kept is None:
             raise
         raise OutputCheckError(f"{e}; the rejected rows are kept in {kept}") from None
+    staged_reports = reports.stage(document, plots, plan, staging) if plan is not None else {}
     for name in STAGED_OUTPUTS:
         final_dir = join(output_dir, name)
         # An earlier run's files go, whether or not this run writes this kind.
@@ -231,6 +235,8 @@ def commit(document, output_dir, staging, max_fraction, staged_files=()):
         if old:
             FileSystems.delete(old)
         _move(_staged(staged_files, staging, name), final_dir)
+    if plan is not None:
+        reports.publish(staged_reports, output_dir)
     path = write_json_atomically(join(output_dir, METRICS_FILE), document)
     remove_staging(staging)
     remove_abandoned_staging(output_dir)

@@ -64,6 +64,9 @@ def test_the_console_script_runs_the_demo_from_anywhere(installed, tmp_path):
     assert demo["run"]["input"] == str(target / "pipeline" / "demo" / "scores.parquet")
     assert demo["run"]["config"]["head"]["thresholds"] == [0.3, 0.5, 0.7]
     assert demo["example_count"] == 100_000
+    # The report's inlined style and script ship with the package.
+    assert os.path.isfile(target / "pipeline" / "report.js") and os.path.isfile(target / "pipeline" / "report.css")
+    assert os.path.getsize(tmp_path / "demo_output" / "report.html") > 20_000
     # python -m run_pipeline, with worker processes importing the installed packages.
     done = subprocess.run(
         [sys.executable, "-m", "run_pipeline", "--input", os.path.join(PROJECT_ROOT, "data", "demo", "scores.parquet"),
