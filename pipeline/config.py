@@ -14,6 +14,7 @@ from apache_beam.io.filesystems import FileSystems
 from head import BinaryClassHead
 from head.intervals import METHODS, IntervalSpec
 from head.slicing import SliceSpec
+from pipeline.errors import UsageError
 
 HEAD_DEFAULTS = {
     "weight_column": None,
@@ -25,7 +26,9 @@ HEAD_DEFAULTS = {
     "regularization_losses": [],
 }
 COLUMN_DEFAULTS = {"logits": "logits", "label": "label", "weight": None}
-INVALID_ROWS_DEFAULTS = {"policy": "fail", "max_fraction": 0.0}
+# max_fraction 1.0: under `reject` every rejected row is set aside and counted,
+# and the run fails only when asked to (SPEC §9).
+INVALID_ROWS_DEFAULTS = {"policy": "fail", "max_fraction": 1.0}
 POLICIES = ("fail", "reject")
 SLICING_DEFAULTS = {"slicing_specs": None, "min_slice_size": 1, "max_slices": 10000}
 MODEL_KEYS = ("name", "logits", "is_baseline")
@@ -37,8 +40,8 @@ PLOT_OUTPUTS = ("report", "plots", "tfma")
 TOP_LEVEL = ("head", "columns", "models", *SLICING_DEFAULTS, "confidence_intervals", "outputs", "invalid_rows")
 
 
-class ConfigError(ValueError):
-    pass
+class ConfigError(UsageError):
+    """A config field that cannot be used: the message names the field."""
 
 
 @dataclasses.dataclass(frozen=True)

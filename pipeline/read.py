@@ -16,15 +16,20 @@ row in that file, which bad-input errors need.
 
 import collections
 import concurrent.futures
+import os
+import re
+import struct
 import threading
 import typing
 
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import tfrecord
+from pipeline import _tfrecord, tfrecord
+from pipeline.errors import UsageError
 from pipeline.evaluate import COUNTER_NAMESPACE
 
 DEFAULT_BATCH_SIZE = 65536
@@ -60,34 +65,170 @@ class ReadRange(typing.NamedTuple):
     num_rows: int
 
 
-class InputError(ValueError):
+class InputError(UsageError):
     """A file that cannot be read or matched."""
 
 
-def infer_format(pattern, paths):
-    """`parquet` or `tfrecord` from the file extension."""
-    for name in [pattern] + list(paths):
-        lower = name.lower()
-        if lower.endswith((".parquet", ".parq", ".pq")):
-            return "parquet"
-        if any(ext in lower for ext in (".tfrecord", ".tfrecords", ".tfr")):
-            return "tfrecord"
+# How each format's files are named (a compressed TFRecord: `.tfrecord.gz`).
+_PARQUET_EXTENSIONS = (".parquet", ".parq", ".pq")
+_TFRECORD_MARKS = (".tfrecord", ".tfrecords", ".tfr")
+_GLOB_CHARACTERS = re.compile(r"[*?\[]")
+# A directory's files, as Hadoop and pyarrow.dataset list them: without
+# names starting with these (_SUCCESS, _temporary/, .part-0.crc, ...).
+_HIDDEN_PREFIXES = ("_", ".")
+
+
+def _format_of_name(path):
+    lower = path.lower()
+    if lower.endswith(_PARQUET_EXTENSIONS):
+        return "parquet"
+    if any(mark in lower for mark in _TFRECORD_MARKS):
+        return "tfrecord"
+    return None
+
+
+def infer_format(patterns, paths):
+    """`parquet` or `tfrecord` from the file names, else from the first file's bytes."""
+    patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+    named = {}
+    for path in paths:
+        named.setdefault(_format_of_name(path), path)
+    named.pop(None, None)
+    if len(named) > 1:
+        examples = ", ".join(named[f] for f in FORMATS)
+        raise InputError(f"--input {' '.join(patterns)}: both Parquet and TFRecord files ({examples}); "
+                         "one format per run")
+    if named:
+        return next(iter(named))
+    sniffed = sniff_format(paths[0]) if paths else None
+    if sniffed:
+        return sniffed
     raise InputError(
-        f"--input {pattern}: cannot infer the format from the file names; pass --format "
-        f"({' or '.join(FORMATS)})"
+        f"--input {' '.join(patterns)}: cannot infer the format from the file names or the first "
+        f"file's bytes; pass --format ({' or '.join(FORMATS)})"
     )
 
 
-def match_files(pattern):
-    """Sorted paths matched by a local or gs:// pattern; an error if none."""
-    try:
-        result = FileSystems.match([pattern])[0]
-    except Exception as e:  # Beam raises BeamIOError, wrapping the cause
-        raise InputError(f"--input {pattern}: cannot list files: {e}") from e
-    paths = sorted(m.path for m in result.metadata_list)
+def match_files(patterns):
+    """Every input file: each of `patterns` is a file pattern or a directory.
+
+    A directory (local or gs://, with or without a trailing slash) means every
+    file under it except names starting with `_` or `.`. Each pattern's paths
+    are sorted; a path matched twice is read once. An error if a pattern
+    matches nothing.
+    """
+    patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+    paths = []
+    for pattern in patterns:
+        try:
+            found = _match(pattern)
+        except InputError:
+            raise
+        except Exception as e:  # Beam raises BeamIOError, wrapping the cause
+            raise InputError(f"--input {pattern}: cannot list files: {e}") from e
+        paths += found
+    return list(dict.fromkeys(paths))
+
+
+def _match(pattern):
+    local = FileSystems.get_scheme(pattern) in (None, "file")
+    if pattern.endswith("/") or (local and os.path.isdir(pattern)):
+        return _directory_files(pattern)
+    paths = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+    if not paths and not local and not _GLOB_CHARACTERS.search(pattern):
+        return _directory_files(pattern)  # an object store's "directory": a prefix
     if not paths:
         raise InputError(f"--input {pattern}: no files matched")
     return paths
+
+
+def _directory_files(directory):
+    root = directory.rstrip("/")
+    files = []
+    for metadata in FileSystems.match([FileSystems.join(root, "**")])[0].metadata_list:
+        relative = metadata.path[len(root):].strip("/")
+        if metadata.path.endswith("/") or any(
+            part.startswith(_HIDDEN_PREFIXES) for part in relative.split("/")
+        ):
+            continue  # a hidden or underscore name, or an object store's folder marker
+        files.append(metadata.path)
+    if not files:
+        raise InputError(
+            f"--input {directory}: no files in the directory (names starting with _ or . are skipped)"
+        )
+    return sorted(files)
+
+
+# ---- what a file is, from its first bytes ------------------------------------------
+
+_PARQUET_MAGIC = b"PAR1"
+_FORMAT_NAMES = {"parquet": "Parquet", "tfrecord": "TFRecord"}
+
+
+def _first_bytes(path):
+    """The file's first bytes (decompressed as the readers decompress), b"" if unreadable."""
+    try:
+        with FileSystems.open(
+            path, mime_type="application/octet-stream", compression_type=CompressionTypes.AUTO
+        ) as f:
+            return f.read(_tfrecord.HEADER_BYTES)
+    except Exception:  # unreadable: the reader names the problem
+        return b""
+
+
+def _format_of_bytes(head):
+    if head[:4] == _PARQUET_MAGIC:
+        return "parquet"
+    if len(head) == _tfrecord.HEADER_BYTES and struct.unpack("<I", head[8:])[0] == _tfrecord.masked_crc32c(head[:8]):
+        return "tfrecord"
+    return None
+
+
+def sniff_format(path):
+    """'parquet' or 'tfrecord' from a file's first bytes; None if neither (or unreadable).
+
+    Parquet starts with its magic; TFRecord with a record header whose
+    length's masked CRC-32C matches (1 in 2**32 by chance).
+    """
+    return _format_of_bytes(_first_bytes(path))
+
+
+def check_format(path, file_format):
+    """InputError when the file is plainly of the other format (before the pipeline runs)."""
+    sniffed = sniff_format(path)
+    if sniffed and sniffed != file_format:
+        raise InputError(f"{path}: {_not_a(file_format, sniffed)}")
+
+
+_WHY_NOT = {
+    "parquet": "it does not start with Parquet's magic PAR1",
+    "tfrecord": "its first record header fails its CRC check",
+}
+
+
+def _not_a(file_format, sniffed):
+    if sniffed and sniffed != file_format:
+        why = f"it is a {_FORMAT_NAMES[sniffed]} file: --format {sniffed}"
+    else:
+        why = _WHY_NOT[file_format]
+    return f"not a {_FORMAT_NAMES[file_format]} file ({why})"
+
+
+def _parquet_error(path, error):
+    """Why a Parquet footer could not be read: not Parquet at all, or damaged."""
+    head = _first_bytes(path)
+    if head and _format_of_bytes(head) != "parquet":
+        return _not_a("parquet", _format_of_bytes(head))
+    return f"not a readable Parquet file: {error}"
+
+
+def _tfrecord_error(path, error):
+    """A TFRecord framing error; at the first record's header: not TFRecord at all."""
+    if error.records_before == 0:
+        head = _first_bytes(path)
+        if len(head) == _tfrecord.HEADER_BYTES and _format_of_bytes(head) != "tfrecord":
+            return _not_a("tfrecord", _format_of_bytes(head))
+    return f"cannot read TFRecord: {error}"
 
 
 def _open_parquet(path, dictionary_columns=None):
@@ -104,7 +245,7 @@ class SplitParquetFile(beam.DoFn):
         try:
             metadata = _open_parquet(path).metadata
         except Exception as e:  # pyarrow raises ArrowInvalid, OSError, ...
-            yield SourceBatch(path, 0, None, f"not a readable Parquet file: {e}")
+            yield SourceBatch(path, 0, None, _parquet_error(path, e))
             return
         groups, first_row, rows = [], 0, 0
         for index in range(metadata.num_row_groups):
@@ -240,7 +381,7 @@ class ReadTFRecordFile(beam.DoFn):
                 yield SourceBatch(path, first_row, batch)
                 first_row += batch.num_rows
         except tfrecord.TFRecordError as e:
-            yield SourceBatch(path, e.records_before, None, f"cannot read TFRecord: {e}")
+            yield SourceBatch(path, e.records_before, None, _tfrecord_error(path, e))
             return
         except Exception as e:  # OSError, zlib.error: the file itself cannot be read
             yield SourceBatch(path, first_row, None, f"cannot read TFRecord: {e}")
