@@ -214,11 +214,21 @@ def test_batch_of_another_type_is_decoded_generally(scores):
     assert "multi" in sources[1].batch.schema.names  # all features, from the general decoder
 
 
-def test_records_that_are_not_examples_are_an_error(tmp_path):
-    path = _write_records(tmp_path / "junk.tfrecord", [b"\xff\x01garbage"] * 5)
-    [source] = _read(path, None, 300)
-    assert source.batch is None and source.first_row == 0
-    assert source.error.startswith("cannot read TFRecord: cannot decode records 0-4 as tf.train.Examples: ")
+@pytest.mark.parametrize("types", [None, {"logits": "float"}], ids=["all features", "selected"])
+def test_a_record_that_is_not_an_example_is_named_after_the_records_before_it(tmp_path, types):
+    good = tf.train.Example()
+    good.features.feature["logits"].float_list.value.append(0.5)
+    records = [good.SerializeToString()] * 3 + [b"\xff\x01garbage"] + [good.SerializeToString()]
+    path = _write_records(tmp_path / "junk.tfrecord", records)
+    offset = tfrecord_record_offsets(path)[3][0]
+    sources = _read(path, types, 300)
+    assert [s.first_row for s in sources] == [0, 3]
+    assert sources[0].batch.column("logits").to_pylist() == [[0.5]] * 3
+    assert sources[1].batch is None
+    assert sources[1].error == (
+        f"cannot read TFRecord: record 3 at byte {offset} is not a tf.train.Example: "
+        "invalid wire type (byte 0 of its data)"
+    )
 
 
 def test_no_types_when_the_first_row_lacks_a_column(scores):
