@@ -202,6 +202,10 @@ static int skip_field(parser *ps, const uint8_t **pp, const uint8_t *end, uint32
         if (end - p < 8) return fail(ps, p, "truncated 64-bit value");
         p += 8;
         break;
+    case 5:
+        if (end - p < 4) return fail(ps, p, "truncated 32-bit value");
+        p += 4;
+        break;
     case 2: {
         const uint8_t *body;
         if (read_length(ps, &p, end, &body) < 0) return -1;
