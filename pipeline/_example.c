@@ -83,6 +83,8 @@ typedef struct {
     const char *reason; /* why the record is malformed */
     const uint8_t *where;
     int no_memory;
+    ex_buffer *entries; /* ex_entries: every map entry, else NULL */
+    int entry_kind;     /* kind of the current entry's value so far */
 } parser;
 
 static int fail(parser *ps, const uint8_t *where, const char *reason) {
@@ -348,6 +350,7 @@ static int parse_feature(parser *ps, const uint8_t *p, const uint8_t *end, int d
             const uint8_t *body;
             if (read_length(ps, &p, end, &body) < 0) return -1;
             if (depth - 1 < 0) return fail(ps, body, "nested more than 100 deep");
+            ps->entry_kind = field; /* the oneof's kind is the last list's */
             if (column && column->seen_kind != field) {
                 /* Another kind replaces the oneof's list; the same kind extends it. */
                 rewind_row(column);
@@ -406,18 +409,26 @@ static int parse_entry(parser *ps, const uint8_t *p, const uint8_t *end, int dep
         column->seen_kind = 0;
     }
     if (values && depth - 1 < 0) return fail(ps, value, "nested more than 100 deep");
-    if (values <= 1) return values ? parse_feature(ps, value, value_end, depth - 1, column) : 0;
-    /* Several values: merged in order. */
-    for (p = start; p < end;) { /* (the first pass checked the framing) */
-        uint32_t tag = 0;
-        const uint8_t *body = NULL;
-        if (next_tag(ps, &p, end, &tag, 0) < 0) return -1;
-        if ((tag & 7) == 2) {
-            if (read_length(ps, &p, end, &body) < 0) return -1;
-            if ((tag >> 3) == 2 && parse_feature(ps, body, p, depth - 1, column) < 0) return -1;
-        } else if (skip_field(ps, &p, end, tag, depth) < 0) {
-            return -1;
+    ps->entry_kind = 0;
+    if (values == 1) {
+        if (parse_feature(ps, value, value_end, depth - 1, column) < 0) return -1;
+    } else if (values > 1) { /* merged in order */
+        for (p = start; p < end;) { /* (the first pass checked the framing) */
+            uint32_t tag = 0;
+            const uint8_t *body = NULL;
+            if (next_tag(ps, &p, end, &tag, 0) < 0) return -1;
+            if ((tag & 7) == 2) {
+                if (read_length(ps, &p, end, &body) < 0) return -1;
+                if ((tag >> 3) == 2 && parse_feature(ps, body, p, depth - 1, column) < 0) return -1;
+            } else if (skip_field(ps, &p, end, tag, depth) < 0) {
+                return -1;
+            }
         }
+    }
+    if (ps->entries) {
+        ex_entry entry = {(size_t)(key - ps->record), key_size, ps->entry_kind};
+        if (key_size == 0) entry.key_offset = 0; /* the default key, "" */
+        if (append(ps->entries, &entry, sizeof(entry)) < 0) return out_of_memory(ps);
     }
     return 0;
 }
@@ -458,9 +469,20 @@ static int finish_row(ex_column *c) {
     return 0;
 }
 
+int ex_entries(const uint8_t *record, size_t size, ex_buffer *entries, const char **reason, size_t *where) {
+    parser ps = {NULL, 0, record, NULL, NULL, 0, entries, 0};
+    if (parse_message(&ps, record, record + size, RECURSION_LIMIT, 0) < 0) {
+        if (ps.no_memory) return EX_NO_MEMORY;
+        *reason = ps.reason;
+        *where = (size_t)(ps.where - record);
+        return EX_MALFORMED;
+    }
+    return EX_OK;
+}
+
 int ex_decode(ex_column *columns, int count, const uint8_t *record, size_t size,
               const char **reason, size_t *where) {
-    parser ps = {columns, count, record, NULL, NULL, 0};
+    parser ps = {columns, count, record, NULL, NULL, 0, NULL, 0};
     for (int i = 0; i < count; i++) {
         ex_column *c = &columns[i];
         c->present = c->seen_kind = 0;

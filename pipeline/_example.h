@@ -65,4 +65,16 @@ void ex_column_free(ex_column *column);
 int ex_decode(ex_column *columns, int count, const uint8_t *record, size_t size,
               const char **reason, size_t *where);
 
+/* A map entry of Features: its key (bytes at key_offset of the record) and
+ * the kind its value ends with after protobuf's merges (0: none). */
+typedef struct {
+    size_t key_offset, key_size;
+    int kind;
+} ex_entry;
+
+/* Appends every map entry of a serialized tf.train.Example to *entries (an
+ * array of ex_entry), in order; a later entry of the same key replaces an
+ * earlier one. Results and malformed records as ex_decode. */
+int ex_entries(const uint8_t *record, size_t size, ex_buffer *entries, const char **reason, size_t *where);
+
 #endif

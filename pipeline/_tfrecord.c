@@ -380,7 +380,46 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(example_features_doc,
+"example_features(record) -> list of (name, kind)\n\n"
+"The features of one serialized tf.train.Example, in the order of its map\n"
+"entries (a later one of the same name replaces an earlier one): name (str)\n"
+"and kind ('float', 'int', 'bytes', or None for a Feature with no kind).\n"
+"ValueError(reason, byte) if the record is not a tf.train.Example.");
+
+static PyObject *example_features(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    if (!PyArg_ParseTuple(args, "y*", &view)) return NULL;
+    ex_buffer entries = {NULL, 0, 0};
+    const char *reason = NULL;
+    size_t where = 0;
+    const unsigned char *record = view.buf;
+    int status = ex_entries(record, (size_t)view.len, &entries, &reason, &where);
+    PyObject *result = NULL;
+    if (status == EX_NO_MEMORY) {
+        PyErr_NoMemory();
+    } else if (status == EX_MALFORMED) {
+        PyObject *details = Py_BuildValue("(sn)", reason, (Py_ssize_t)where);
+        if (details) PyErr_SetObject(PyExc_ValueError, details);
+        Py_XDECREF(details);
+    } else {
+        size_t count = entries.size / sizeof(ex_entry);
+        result = PyList_New((Py_ssize_t)count);
+        for (size_t i = 0; result && i < count; i++) {
+            ex_entry *e = (ex_entry *)entries.data + i;
+            PyObject *item = Py_BuildValue("(s#z)", (const char *)record + e->key_offset, (Py_ssize_t)e->key_size,
+                                           KIND_NAMES[e->kind]);
+            if (item == NULL) Py_CLEAR(result);
+            else PyList_SET_ITEM(result, (Py_ssize_t)i, item);
+        }
+    }
+    free(entries.data);
+    PyBuffer_Release(&view);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"example_features", example_features, METH_VARARGS, example_features_doc},
     {"split_records", split_records, METH_VARARGS, split_records_doc},
     {"frame_records", frame_records, METH_VARARGS, frame_records_doc},
     {"decode_examples", decode_examples, METH_VARARGS, decode_examples_doc},

@@ -35,6 +35,8 @@ FORMATS = ("parquet", "tfrecord")
 # TFRecord: records decoded at a time, and threads decoding them.
 DECODE_ROWS = 16384
 DECODE_THREADS = 2
+# TFRecord bytes read for a file's first row (more if it is longer).
+FIRST_ROW_CHUNK_BYTES = 64 << 10
 
 
 class SourceBatch(typing.NamedTuple):
@@ -303,12 +305,14 @@ def first_batch(path, file_format):
         reader = ReadParquetRange(columns=None, batch_size=1)
         sources = reader.process(first_group) if metadata.num_row_groups else []
     else:
-        reader = ReadTFRecordFile(batch_size=1)
-        reader.setup()
+        # Decoded as ReadTFRecordFile decodes without feature types (all
+        # features, as tfx-bsl does), by our decoder: no tfx-bsl to import.
         try:
-            return _first_source_batch(path, reader.process(path))
-        finally:
-            reader.teardown()
+            for piece in tfrecord.read_pieces(path, 1, chunk_bytes=FIRST_ROW_CHUNK_BYTES):
+                return tfrecord.decode_first_example(piece)
+        except Exception as e:  # TFRecordError, ExampleError, OSError, zlib.error
+            raise InputError(f"{path}: cannot read TFRecord: {e}") from e
+        return None
     return _first_source_batch(path, sources)
 
 

@@ -146,15 +146,45 @@ def decode_examples(piece, feature_types):
         arrays.append(_list_array(feature_types[name], count, validity, null_count, offsets, values, data))
         if mismatched_rows:
             mismatched.append(name)
-    batch = pa.RecordBatch.from_arrays(arrays, names=names) if names else pa.record_batch([], names=[])
-    problem = None
-    if malformed is not None:
-        index, where, reason = malformed
-        problem = (
-            f"record {piece.first_record + index} at byte {piece.record_offset(index)} is not a "
-            f"tf.train.Example: {reason} (byte {where} of its data)"
-        )
+    batch = pa.RecordBatch.from_arrays(arrays, names=names) if names else _no_columns(count)
+    problem = None if malformed is None else _not_an_example(piece, *malformed)
     return Decoded(batch, count, tuple(mismatched), problem)
+
+
+class ExampleError(ValueError):
+    """A record that is not a tf.train.Example."""
+
+
+def decode_first_example(piece):
+    """All features of a Piece's first record, as tfx-bsl's decoder without a schema gives them.
+
+    Columns in order of name; a feature whose Feature has no kind is a null
+    column. ExampleError names the record if it is not a tf.train.Example.
+    """
+    chunk, start, _ = piece.segments[0]
+    first = piece._replace(segments=((chunk, start, 1),), count=1)
+    try:
+        entries = _tfrecord.example_features(first.records()[0])
+    except ValueError as e:
+        raise ExampleError(_not_an_example(first, 0, e.args[1], e.args[0])) from None
+    kinds = dict(entries)  # a later entry of a name replaces an earlier one
+    names = sorted(kinds)
+    batch = decode_examples(first, {name: kinds[name] for name in names if kinds[name]}).batch
+    if not names:
+        return _no_columns(1)
+    columns = [batch.column(name) if kinds[name] else pa.nulls(1) for name in names]
+    return pa.RecordBatch.from_arrays(columns, names=names)
+
+
+def _no_columns(rows):
+    return pa.RecordBatch.from_struct_array(pa.array([{}] * rows, type=pa.struct([])))
+
+
+def _not_an_example(piece, index, where, reason):
+    return (
+        f"record {piece.first_record + index} at byte {piece.record_offset(index)} is not a "
+        f"tf.train.Example: {reason} (byte {where} of its data)"
+    )
 
 
 def _list_array(kind, rows, validity, null_count, offsets, values, data):

@@ -300,6 +300,34 @@ def test_damaged_records_are_refused_exactly_when_protobuf_refuses_them(records,
     _check(records, features)
 
 
+# ---- a file's first row: all its features --------------------------------------------------------
+
+
+def _comparable(batch):
+    kinds = {pa.float32(): "float", pa.int64(): "int", pa.large_binary(): "bytes"}
+    return {
+        field.name: (field.type, [_values(v, kinds.get(getattr(field.type, "value_type", None)))
+                                  for v in batch.column(field.name).to_pylist()])
+        for field in batch.schema
+    }
+
+
+@FUZZ
+@given(st.one_of(examples(), wire_examples(), damaged()))
+def test_first_example_has_all_features_as_tfx_bsl_decodes_them(record):
+    piece = _piece([record, BASE])
+    try:
+        expected = GENERAL.DecodeBatch([record])
+    except RuntimeError:
+        with pytest.raises(tfrecord.ExampleError, match="^record 0 at byte 0 is not a tf.train.Example: "):
+            tfrecord.decode_first_example(piece)
+        return
+    got = tfrecord.decode_first_example(piece)
+    assert got.schema == expected.schema
+    assert got.num_rows == expected.num_rows == 1
+    assert _comparable(got) == _comparable(expected)
+
+
 # ---- edges, each checked against the reference (which must see both outcomes) ------------------
 
 
