@@ -5,7 +5,8 @@ Of the 2.3 s that `import apache_beam` and a first pipeline cost here, about
 `except ImportError`, and a local run never uses:
 - the Google Cloud I/O apache_beam.io registers (BigQuery, whose client
   pulls in IPython through tqdm.notebook, Pub/Sub, GCS; about 0.7 s), the
-  gs:// file system (0.25 s) and the Dataflow API client (0.08 s);
+  gs:// file system (0.25 s), the Dataflow API client (0.08 s) and the
+  Google API client library's errors (apitools, 0.06 s);
 - IPython (0.35 s), imported by Beam on the first transform applied only to
   ask whether this is an IPython session;
 - pandas (0.3 s): Beam's DataFrame type hints, and pyarrow, which imports
@@ -29,6 +30,7 @@ HIDDEN = (
     "apache_beam.io.gcp.bigquery",  # apache_beam.io: BigQuery, Pub/Sub, GCS, cross-language I/O
     "apache_beam.io.gcp.gcsfilesystem",  # the gs:// file system
     "google.cloud.dataflow",  # the Dataflow job API, for the DataflowRunner
+    "apitools",  # Google API HTTP errors, for Beam's retry filters
     "IPython",
     "pandas",
 )
