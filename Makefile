@@ -21,13 +21,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
-# Regenerates tests/golden/golden.json with the real estimator head
+# Regenerates tests/golden/*.json with the real estimator head
 # (TF 2.15 in a separate venv; not needed to run the tests).
 GOLDEN_VENV := .golden-venv
 golden:
 	test -x $(GOLDEN_VENV)/bin/python || $(PYTHON) -m venv $(GOLDEN_VENV)
 	$(GOLDEN_VENV)/bin/pip install --quiet tensorflow-cpu==2.15.1 tensorflow-estimator==2.15.0 'numpy<2' 'pyarrow<16' 'pandas<2.3'
 	$(GOLDEN_VENV)/bin/python tests/golden/make_golden.py
+	$(GOLDEN_VENV)/bin/python tests/golden/make_golden_slices.py
 
 clean:
 	rm -rf demo_output .pytest_cache

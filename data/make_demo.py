@@ -2,7 +2,9 @@
 
 100,000 scored examples of a plausible model: a logit, a 0/1 label, a
 positive weight, the label as a string (ham/spam), a 3-element multi-task
-logit/label pair, an auxiliary feature and a country column for slicing.
+logit/label pair, an auxiliary feature, country and device columns for
+slicing, and the logits of a weaker "production" model (score_v1) to
+compare against.
 
     python data/make_demo.py [--rows N] [--out PATH]
 """
@@ -23,6 +25,9 @@ def make_table(rows, seed=20261123):
     multi_label = (rng.random((rows, 3)) < 0.4).astype(np.float32)
     multi_logits = (rng.normal(0.0, 1.5, (rows, 3)) + 1.5 * multi_label - 0.6).astype(np.float32)
     countries = np.array(["de", "fr", "us", "jp", "br"])
+    devices = np.array(["mobile", "desktop", "tablet"])
+    # The production model: the same signal, more noise.
+    score_v1 = (0.8 * logits + rng.normal(0.0, 1.0, rows)).astype(np.float32)
     return pa.table(
         {
             "logits": logits,
@@ -33,6 +38,8 @@ def make_table(rows, seed=20261123):
             "multi_label": pa.FixedSizeListArray.from_arrays(pa.array(multi_label.ravel()), 3),
             "aux": rng.random(rows).astype(np.float32),
             "country": pa.array(countries[rng.integers(0, len(countries), rows)]),
+            "device": pa.array(devices[rng.choice(len(devices), rows, p=[0.6, 0.3, 0.1])]),
+            "score_v1": score_v1,
         }
     )
 

@@ -14,7 +14,7 @@ from head.binary_class_head import (
     BinaryClassHead,
     import_loss_fn,
 )
-from head.metrics import EvaluatedBatch, MetricState
+from head.metrics import EvaluatedBatch, MetricState, StateLayout, metric_values
 
 __all__ = [
     "BadInputError",
@@ -24,5 +24,7 @@ __all__ = [
     "PREDICTION_KEYS",
     "SUM",
     "SUM_OVER_BATCH_SIZE",
+    "StateLayout",
     "import_loss_fn",
+    "metric_values",
 ]

@@ -15,10 +15,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from head.metrics import EvaluatedBatch, MetricState, logistic
+from head.metrics import (
+    SUM,
+    SUM_OVER_BATCH_SIZE,
+    EvaluatedBatch,
+    MetricState,
+    StateLayout,
+    logistic,
+    metric_values,
+)
 
-SUM = "sum"
-SUM_OVER_BATCH_SIZE = "sum_over_batch_size"
 # tf.losses.Reduction.all(); AUTO means SUM_OVER_BATCH_SIZE for the head.
 _REDUCTIONS = ("auto", "none", SUM, SUM_OVER_BATCH_SIZE)
 
@@ -165,37 +171,27 @@ class BinaryClassHead:
             tuple(float(x) for x in regularization_losses) if regularization_losses else None
         )
         # Keras casts each threshold to the predictions' dtype before comparing.
-        self._thresholds_f32 = np.asarray(thresholds, dtype=np.float32)
+        self.layout = StateLayout(thresholds)
         self._loss_fn_args = _fn_args(loss_fn) if loss_fn else ()
+
+    @property
+    def loss_fn_wants_features(self):
+        """True when loss_fn takes `features` (every input column is then read)."""
+        return "features" in self._loss_fn_args
 
     # ---- keys ---------------------------------------------------------------
 
-    def _summary_key(self, key):
-        return f"{key}/{self.name}" if self.name else key
+    def metric_key(self, key):
+        """A metric's key as Estimator.evaluate() reports it.
+
+        update_metrics' keys carry `/name`; `loss` is the estimator's own
+        LOSS_METRIC_KEY and is never suffixed.
+        """
+        return f"{key}/{self.name}" if self.name and key != "loss" else key
 
     def metric_keys(self):
         """Every key of `results`, in the order the head's `metrics()` makes them."""
-        keys = [
-            "average_loss",
-            "accuracy",
-            "precision",
-            "recall",
-            "prediction/mean",
-            "label/mean",
-            "accuracy_baseline",
-            "auc",
-            "auc_precision_recall",
-        ]
-        if self.regularization_losses is not None:
-            keys.append("regularization_loss")
-        for t in self.thresholds:
-            keys += [
-                "accuracy/positive_threshold_%g" % t,
-                "precision/positive_threshold_%g" % t,
-                "recall/positive_threshold_%g" % t,
-            ]
-        keys.append("loss")
-        return [self._summary_key(k) for k in keys]
+        return list(self.metric_arrays(np.zeros(self.layout.size)))
 
     # ---- per-example semantics ---------------------------------------------
 
@@ -341,16 +337,27 @@ class BinaryClassHead:
 
     # ---- metrics -----------------------------------------------------------
 
-    def new_state(self):
-        return MetricState(len(self.thresholds))
+    def new_state(self, shape=()):
+        """An empty MetricState; `shape` stacks states (e.g. one per slice)."""
+        return MetricState(self.layout, shape)
 
     def add_to_state(self, state, evaluated):
         """update_metrics for one EvaluatedBatch."""
-        return state.add(evaluated, self._thresholds_f32)
+        return state.add(self.layout.sums(evaluated)[0])
 
     def update_metrics(self, state, features, logits, labels):
         """update_metrics: evaluates a batch and adds it to `state`."""
         return self.add_to_state(state, self.evaluate_batch(logits, labels, features))
+
+    def metric_arrays(self, totals, layout=None):
+        """{metric key: array} from state vectors of any leading shape [..., size].
+
+        `layout` is the states' (default: the head's own; one with more
+        parts, e.g. calibration for plots, gives the same metrics).
+        """
+        values = metric_values(layout or self.layout, totals, self.loss_reduction,
+                               self.regularization_losses)
+        return {self.metric_key(k): v for k, v in values.items()}
 
     def results(self, state):
         """Every metric key -> float, as if update_metrics had seen all data.
@@ -358,38 +365,12 @@ class BinaryClassHead:
         `loss` is the training loss of the whole data set under
         loss_reduction (plus the regularization losses).
         """
-        r = state.results()
-        regularization = sum(self.regularization_losses) if self.regularization_losses else 0.0
-        if self.loss_reduction == SUM:
-            loss = r["loss_sum"]
-        else:
-            loss = r["loss_sum"] / state.example_count if state.example_count else 0.0
-        values = [
-            r["average_loss"],
-            r["accuracy"],
-            r["precision"],
-            r["recall"],
-            r["prediction/mean"],
-            r["label/mean"],
-            r["accuracy_baseline"],
-            r["auc"],
-            r["auc_precision_recall"],
-        ]
-        if self.regularization_losses is not None:
-            values.append(regularization)
-        for i in range(len(self.thresholds)):
-            values += [
-                r["threshold_accuracy"][i],
-                r["threshold_precision"][i],
-                r["threshold_recall"][i],
-            ]
-        values.append(loss + regularization)
-        return {k: float(v) for k, v in zip(self.metric_keys(), values)}
+        return {k: float(v) for k, v in self.metric_arrays(state.totals()).items()}
 
     def loss(self, labels, logits, features=None):
         """head.loss over one batch: regularized training loss as a float."""
         state = self.update_metrics(self.new_state(), features, logits, labels)
-        return self.results(state)[self._summary_key("loss")]
+        return self.results(state)["loss"]
 
     # ---- predictions ---------------------------------------------------------
 

@@ -3,8 +3,14 @@
 Every Keras metric the head creates is a handful of weighted sums: `Mean` is
 (total, count), `Precision`/`Recall`/`BinaryAccuracy` are confusion-matrix
 cells, `AUC` is 200 buckets of positive and negative weight. All of them add
-up across batches, so the whole evaluation state is one fixed-size float64
-vector plus an integer example count, and two states merge by addition.
+up across batches, so the evaluation state of one (model, slice) is one
+fixed-size float64 vector (`StateLayout` names its parts) and two states
+merge by addition.
+
+The same vectors, stacked, hold any number of keys: `StateLayout.sums`
+computes the vectors of every key of a batch (every model, slice and
+confidence-interval sample) in one weighted histogram pass, and
+`metric_values` turns vectors of any leading shape into every metric at once.
 
 Sums are kept as compensated (hi, lo) pairs (Neumaier's TwoSum) so that the
 result does not depend on how the data was split into batches or in which
@@ -17,15 +23,18 @@ import numpy as np
 # epsilon-padded ends, so the optimized bucket path is used.
 AUC_NUM_THRESHOLDS = 200
 
-# Positions of the scalar sums at the start of the state vector.
-_WEIGHT, _LOSS, _CORRECT, _PREDICTION, _LABEL = range(5)
-# Precision/Recall of class_ids at the default threshold 0.5.
-_CLASS_TP, _CLASS_FP, _CLASS_FN = range(5, 8)
-_AUC_START = 8
+SUM = "sum"
+SUM_OVER_BATCH_SIZE = "sum_over_batch_size"
+
+# Label categories: Precision/Recall/AUC cast y_true to bool (any non-zero
+# label is a positive, even a soft one); Accuracy compares values exactly, so
+# only labels of exactly 0 or 1 can be correct.
+_ZERO, _ONE, _SOFT = range(3)
+_CATEGORIES = 3
 
 
-def _divide_no_nan(numerator, denominator):
-    """tf.math.divide_no_nan: 0 where the denominator is 0."""
+def divide_no_nan(numerator, denominator):
+    """tf.math.divide_no_nan: numerator / denominator, 0 where the denominator is 0."""
     numerator = np.asarray(numerator, dtype=np.float64)
     denominator = np.asarray(denominator, dtype=np.float64)
     safe = np.where(denominator == 0, 1.0, denominator)
@@ -51,6 +60,11 @@ class EvaluatedBatch:
     def __len__(self):
         return self.labels.shape[0]
 
+    @classmethod
+    def concatenate(cls, batches):
+        """The examples of several batches (e.g. every model's) one after another."""
+        return cls(*(np.concatenate([getattr(b, name) for b in batches]) for name in cls.__slots__))
+
 
 def logistic(logits):
     """sigmoid(logits), computed in float64 and rounded once to float32."""
@@ -71,182 +85,268 @@ def auc_bucket_indices(predictions):
     return np.maximum(scaled, np.float32(0.0)).astype(np.intp)
 
 
-# Label categories: Precision/Recall/AUC cast y_true to bool (any non-zero
-# label is a positive, even a soft one); Accuracy compares values exactly, so
-# only labels of exactly 0 or 1 can be correct.
-_ZERO, _ONE, _SOFT = range(3)
-
-
 def _label_category(labels):
-    category = np.full(labels.shape, _SOFT, dtype=np.intp)
-    category[labels == 0] = _ZERO
-    category[labels == 1] = _ONE
-    return category
+    """0 for a label of 0, 1 for 1, 2 for anything between (a soft label)."""
+    not_zero = labels != 0
+    return not_zero + (not_zero & (labels != 1)).view(np.int8)
 
 
-def _histogram(bins, num_bins, category, weights):
-    """[num_bins, 3]: summed weights by (bin, label category)."""
-    flat = np.bincount(bins * 3 + category, weights=weights, minlength=3 * num_bins)
-    return flat.reshape(num_bins, 3)
+def _keyed_histogram(keys, num_keys, bins, num_bins, category, num_categories, weights):
+    """[num_keys, num_bins * num_categories]: weights summed by (key, bin, category)."""
+    cells = (keys * num_bins + bins) * num_categories + category
+    size = num_keys * num_bins * num_categories
+    return np.bincount(cells, weights=weights, minlength=size).reshape(num_keys, -1)
+
+
+class StateLayout:
+    """The named parts of one head's metric-state vector.
+
+    examples      number of examples (every element of a list logit is one)
+    weight        sum of weights
+    loss          sum of weight * unweighted loss
+    prediction    sum of weight * logistic
+    label         sum of weight * label
+    class_ids     [2, 3] weight by (class_id, label category 0 / 1 / soft)
+    thresholds    [T + 1, 3] weight by (how many sorted thresholds lie below
+                  the logistic, label category)
+    auc           [200, 2] weight by (Keras AUC bucket, label != 0)
+    calibration   [200, 2] per AUC bucket: sum of weight * label, of weight *
+                  logistic (only with calibration=True: plots need it, the
+                  metrics do not)
+
+    A layout is built for one tuple of thresholds (float32, as Keras compares
+    them); states of different layouts cannot be merged.
+    """
+
+    _SCALARS = ("examples", "weight", "loss", "prediction", "label")
+
+    def __init__(self, thresholds=(), calibration=False):
+        self.calibration = bool(calibration)
+        self.thresholds = np.asarray(thresholds, dtype=np.float32).reshape(-1)
+        self.threshold_order = np.argsort(self.thresholds, kind="stable")
+        self.sorted_thresholds = self.thresholds[self.threshold_order]
+        shapes = {name: () for name in self._SCALARS}
+        shapes["class_ids"] = (2, _CATEGORIES)
+        shapes["thresholds"] = (len(self.thresholds) + 1, _CATEGORIES)
+        shapes["auc"] = (AUC_NUM_THRESHOLDS, 2)
+        if self.calibration:
+            shapes["calibration"] = (AUC_NUM_THRESHOLDS, 2)
+        self.shapes = shapes
+        self.parts = {}
+        start = 0
+        for name, shape in shapes.items():
+            size = int(np.prod(shape, dtype=np.int64))
+            self.parts[name] = slice(start, start + size)
+            start += size
+        self.size = start
+
+    def __eq__(self, other):
+        return (isinstance(other, StateLayout) and self.calibration == other.calibration
+                and np.array_equal(self.thresholds, other.thresholds))
+
+    def __hash__(self):
+        return hash((self.thresholds.tobytes(), self.calibration))
+
+    def __getstate__(self):
+        return {"thresholds": self.thresholds, "calibration": self.calibration}
+
+    def __setstate__(self, state):
+        self.__init__(state["thresholds"], state["calibration"])
+
+    def part(self, totals, name):
+        """One named part of state vectors of any leading shape, in its own shape."""
+        totals = np.asarray(totals)
+        return totals[..., self.parts[name]].reshape(totals.shape[:-1] + self.shapes[name])
+
+    def sums(self, batch, keys=None, num_keys=1):
+        """The state vectors of one batch's examples, by key: [num_keys, size].
+
+        `keys[i]` (an int in [0, num_keys)) says which state example i adds
+        to; None puts every example in key 0. An example may be listed more
+        than once in `batch` to count towards several keys. All parts come
+        from one pass of weighted `bincount`s over (key, bin, label category);
+        no BLAS calls (OpenBLAS threads spin on a loaded machine).
+        """
+        n = len(batch)
+        keys = np.zeros(n, dtype=np.intp) if keys is None else np.asarray(keys, dtype=np.intp)
+        weights = batch.weights.astype(np.float64)
+        probabilities = batch.logistic
+        category = _label_category(batch.labels).astype(np.intp)
+        out = np.empty((num_keys, self.size), dtype=np.float64)
+        out[:, self.parts["examples"]] = np.bincount(keys, minlength=num_keys)[:, None]
+        for name, values in (
+            ("loss", weights * batch.unweighted_loss),
+            ("prediction", weights * probabilities),
+            ("label", weights * batch.labels),
+        ):
+            out[:, self.parts[name]] = np.bincount(keys, weights=values, minlength=num_keys)[:, None]
+        # class_ids = (logit > 0): the head's prediction, for accuracy/precision/recall.
+        class_ids = (batch.logits > 0).astype(np.intp)
+        class_histogram = _keyed_histogram(keys, num_keys, class_ids, 2, category, _CATEGORIES, weights)
+        out[:, self.parts["class_ids"]] = class_histogram
+        out[:, self.parts["weight"]] = class_histogram.sum(axis=1)[:, None]  # every example once
+        # logistic > t <=> more than r of the sorted thresholds lie below it
+        # (a few comparisons beat a binary search per example).
+        above = np.zeros(n, dtype=np.intp)
+        for threshold in self.sorted_thresholds:
+            above += probabilities > threshold
+        out[:, self.parts["thresholds"]] = _keyed_histogram(
+            keys, num_keys, above, len(self.thresholds) + 1, category, _CATEGORIES, weights)
+        buckets = auc_bucket_indices(probabilities)
+        out[:, self.parts["auc"]] = _keyed_histogram(
+            keys, num_keys, buckets, AUC_NUM_THRESHOLDS, (category != _ZERO).astype(np.intp), 2, weights)
+        if self.calibration:
+            cells = keys * AUC_NUM_THRESHOLDS + buckets
+            size = num_keys * AUC_NUM_THRESHOLDS
+            calibration = out[:, self.parts["calibration"]].reshape(num_keys, AUC_NUM_THRESHOLDS, 2)
+            calibration[..., 0] = np.bincount(cells, weights * batch.labels, size).reshape(num_keys, -1)
+            calibration[..., 1] = np.bincount(cells, weights * probabilities, size).reshape(num_keys, -1)
+        return out
 
 
 def _confusion(histogram):
     """(tp, fp, fn, correct) of `prediction = bin > r` for each cut r.
 
-    For the r-th cut, examples in bins above r are predicted positive.
+    `histogram` is [..., bins, 3] (label categories); the result's arrays are
+    [..., bins - 1]: for the r-th cut, examples in bins above r are
+    predicted positive.
     """
-    above = np.cumsum(histogram[::-1], axis=0)[::-1]
-    total, above = above[0], above[1:]
-    tp = above[:, _ONE] + above[:, _SOFT]
-    fp = above[:, _ZERO]
-    fn = (total[_ONE] + total[_SOFT]) - tp
-    correct = above[:, _ONE] + (total[_ZERO] - fp)
+    above = np.flip(np.cumsum(np.flip(histogram, -2), axis=-2), -2)
+    total, above = above[..., 0, :], above[..., 1:, :]
+    tp = above[..., _ONE] + above[..., _SOFT]
+    fp = above[..., _ZERO]
+    fn = (total[..., _ONE] + total[..., _SOFT])[..., None] - tp
+    correct = above[..., _ONE] + (total[..., _ZERO][..., None] - fp)
     return tp, fp, fn, correct
 
 
+def _auc(positives, negatives):
+    """Keras AUC.result() for ROC and PR (interpolation) from bucket sums [..., 200]."""
+    n = AUC_NUM_THRESHOLDS
+    # C(t_i) = sum of buckets j >= i: the reversed cumulative sum.
+    tp = np.flip(np.cumsum(np.flip(positives, -1), axis=-1), -1)
+    fp = np.flip(np.cumsum(np.flip(negatives, -1), axis=-1), -1)
+    fn = tp[..., :1] - tp
+    tn = fp[..., :1] - fp
+
+    recall = divide_no_nan(tp, tp + fn)
+    fp_rate = divide_no_nan(fp, fp + tn)
+    heights = (recall[..., : n - 1] + recall[..., 1:]) / 2.0
+    roc_auc = np.sum((fp_rate[..., : n - 1] - fp_rate[..., 1:]) * heights, axis=-1)
+
+    # interpolate_pr_auc (Davis & Goadrich), term by term as Keras writes it.
+    dtp = tp[..., : n - 1] - tp[..., 1:]
+    p = tp + fp
+    dp = p[..., : n - 1] - p[..., 1:]
+    prec_slope = divide_no_nan(dtp, np.maximum(dp, 0))
+    intercept = tp[..., 1:] - prec_slope * p[..., 1:]
+    both_positive = (p[..., : n - 1] > 0) & (p[..., 1:] > 0)
+    safe_p_ratio = np.where(
+        both_positive, divide_no_nan(p[..., : n - 1], np.maximum(p[..., 1:], 0)), 1.0
+    )
+    pr_auc_increment = divide_no_nan(
+        prec_slope * (dtp + intercept * np.log(safe_p_ratio)),
+        np.maximum(tp[..., 1:] + fn[..., 1:], 0),
+    )
+    return roc_auc, np.sum(pr_auc_increment, axis=-1)
+
+
+def metric_values(layout, totals, loss_reduction=SUM_OVER_BATCH_SIZE, regularization_losses=None):
+    """Every metric of the head from state vectors [..., size]: {key: array [...]}.
+
+    The one definition of each metric. Keys are unsuffixed and in the order
+    the head's `metrics()` creates them, `loss` last:
+      average_loss         Σ w·loss / Σ w
+      accuracy             Σ w·[class_id == label] / Σ w
+      precision, recall    of class_ids (Keras, at 0.5 on logistic = logit > 0)
+      prediction/mean      Σ w·logistic / Σ w
+      label/mean           Σ w·label / Σ w
+      accuracy_baseline    max(Σ w·label, Σ w − Σ w·label) / Σ w
+      auc, auc_precision_recall   Keras AUC, 200 buckets (ROC; PR interpolated)
+      regularization_loss  Σ regularization_losses (when configured)
+      accuracy|precision|recall/positive_threshold_t   at logistic > t
+      loss                 Σ w·loss (SUM), or that / examples (SUM_OVER_BATCH_SIZE),
+                           plus the regularization
+    Every ratio is tf.math.divide_no_nan: 0 when undefined.
+    """
+    totals = np.asarray(totals, dtype=np.float64)
+    scalar = {name: layout.part(totals, name) for name in StateLayout._SCALARS}
+    weight, label = scalar["weight"], scalar["label"]
+    class_tp, class_fp, class_fn, class_correct = (
+        x[..., 0] for x in _confusion(layout.part(totals, "class_ids")))
+    auc = layout.part(totals, "auc")
+    roc_auc, pr_auc = _auc(auc[..., 1], auc[..., 0])
+    out = {
+        "average_loss": divide_no_nan(scalar["loss"], weight),
+        "accuracy": divide_no_nan(class_correct, weight),
+        "precision": divide_no_nan(class_tp, class_tp + class_fp),
+        "recall": divide_no_nan(class_tp, class_tp + class_fn),
+        "prediction/mean": divide_no_nan(scalar["prediction"], weight),
+        "label/mean": divide_no_nan(label, weight),
+        # max(total, count - total) / count, as _update_accuracy_baseline.
+        "accuracy_baseline": divide_no_nan(np.maximum(label, weight - label), weight),
+        "auc": roc_auc,
+        "auc_precision_recall": pr_auc,
+    }
+    regularization = 0.0
+    if regularization_losses is not None:
+        regularization = float(sum(regularization_losses))
+        out["regularization_loss"] = np.full(weight.shape, regularization)
+    # Columns of the threshold block are the sorted thresholds; back to config order.
+    tp, fp, fn, correct = _confusion(layout.part(totals, "thresholds"))
+    position = np.empty_like(layout.threshold_order)
+    position[layout.threshold_order] = np.arange(len(position))
+    for i, t in enumerate(layout.thresholds.tolist()):
+        j = position[i]
+        suffix = "positive_threshold_%g" % t
+        out["accuracy/" + suffix] = divide_no_nan(correct[..., j], weight)
+        out["precision/" + suffix] = divide_no_nan(tp[..., j], tp[..., j] + fp[..., j])
+        out["recall/" + suffix] = divide_no_nan(tp[..., j], tp[..., j] + fn[..., j])
+    if loss_reduction == SUM:
+        loss = scalar["loss"]
+    else:
+        loss = divide_no_nan(scalar["loss"], scalar["examples"])
+    out["loss"] = loss + regularization
+    return out
+
+
 class MetricState:
-    """Weighted sums for every metric of one head; merges by addition."""
+    """Compensated state vectors of one layout, any leading shape; merge by addition."""
 
-    __slots__ = ("num_thresholds", "example_count", "hi", "lo")
+    __slots__ = ("layout", "hi", "lo")
 
-    def __init__(self, num_thresholds):
-        self.num_thresholds = num_thresholds
-        self.example_count = 0
-        size = _AUC_START + 2 * AUC_NUM_THRESHOLDS + 4 * num_thresholds
-        self.hi = np.zeros(size, dtype=np.float64)
-        self.lo = np.zeros(size, dtype=np.float64)
+    def __init__(self, layout, shape=(), hi=None):
+        self.layout = layout
+        self.hi = np.zeros(tuple(shape) + (layout.size,)) if hi is None else hi
+        self.lo = np.zeros_like(self.hi)
 
-    # Layout of the per-threshold block: accuracy, tp, fp, fn for each t.
-    def _threshold_slice(self, which):
-        start = _AUC_START + 2 * AUC_NUM_THRESHOLDS + which * self.num_thresholds
-        return slice(start, start + self.num_thresholds)
-
-    def _add_vector(self, hi, lo):
-        total = self.hi + hi
-        # TwoSum: the exact rounding error of hi + other_hi.
-        back = total - self.hi
-        error = (self.hi - (total - back)) + (hi - back)
-        self.hi = total
-        self.lo = self.lo + lo + error
-
-    def add(self, batch, thresholds):
-        """Mirrors `update_metrics` for one EvaluatedBatch.
-
-        `thresholds` is the head's float32 threshold array. Every
-        confusion-matrix metric is a weighted histogram over (bin, label
-        category): bins are class_ids, the thresholds' intervals, and the AUC
-        buckets. No BLAS calls: OpenBLAS threads spin on a loaded machine.
-        """
-        n = len(batch)
-        if n == 0:
-            return self
-        labels = batch.labels
-        weights = batch.weights.astype(np.float64)
-        probabilities = batch.logistic
-        category = _label_category(labels)
-
-        delta = np.zeros_like(self.hi)
-        delta[_WEIGHT] = weights.sum()
-        delta[_LOSS] = (weights * batch.unweighted_loss).sum()
-        delta[_PREDICTION] = (weights * probabilities).sum()
-        delta[_LABEL] = (weights * labels).sum()
-
-        # class_ids = (logit > 0), compared at Precision's default 0.5.
-        class_ids = (batch.logits > 0).astype(np.intp)
-        tp, fp, fn, correct = _confusion(_histogram(class_ids, 2, category, weights))
-        delta[_CLASS_TP], delta[_CLASS_FP], delta[_CLASS_FN] = tp[0], fp[0], fn[0]
-        delta[_CORRECT] = correct[0]
-
-        # logistic > t <=> more than r of the sorted thresholds lie below it.
-        if len(thresholds):
-            order = np.argsort(thresholds, kind="stable")
-            bins = np.searchsorted(thresholds[order], probabilities, side="left")
-            tp, fp, fn, correct = _confusion(
-                _histogram(bins, len(thresholds) + 1, category, weights)
-            )
-            for which, values in enumerate((correct, tp, fp, fn)):
-                delta[self._threshold_slice(which)][order] = values
-
-        # AUC buckets: weights of positives (label != 0) and negatives.
-        by_bucket = _histogram(
-            auc_bucket_indices(probabilities), AUC_NUM_THRESHOLDS, category, weights
-        )
-        delta[_AUC_START:_AUC_START + AUC_NUM_THRESHOLDS] = by_bucket[:, 1] + by_bucket[:, 2]
-        delta[_AUC_START + AUC_NUM_THRESHOLDS:_AUC_START + 2 * AUC_NUM_THRESHOLDS] = by_bucket[:, 0]
-
-        self._add_vector(delta, np.zeros_like(delta))
-        self.example_count += n
+    def add(self, sums, lo=None, where=slice(None)):
+        """Adds vectors (and their low parts) into rows `where` of this state."""
+        hi = self.hi[where]
+        total = hi + sums
+        # TwoSum: the exact rounding error of hi + sums.
+        back = total - hi
+        error = (hi - (total - back)) + (sums - back)
+        self.hi[where] = total
+        self.lo[where] += error if lo is None else lo + error
         return self
 
     def merge(self, other):
-        if other.num_thresholds != self.num_thresholds:
-            raise ValueError("cannot merge metric states of different heads")
-        self._add_vector(other.hi, other.lo)
-        self.example_count += other.example_count
-        return self
+        if other.layout != self.layout:
+            raise ValueError(
+                "cannot merge metric states of different heads (thresholds "
+                f"{self.layout.thresholds.tolist()} and {other.layout.thresholds.tolist()})")
+        return self.add(other.hi, other.lo)
 
     def totals(self):
         return self.hi + self.lo
 
     @property
+    def example_count(self):
+        counts = self.layout.part(self.totals(), "examples")
+        return int(counts) if counts.ndim == 0 else counts.astype(np.int64)
+
+    @property
     def weighted_example_count(self):
-        return float(self.totals()[_WEIGHT])
-
-    def results(self):
-        """Metric values under unsuffixed metric_keys names, plus loss_sum."""
-        s = self.totals()
-        weight = s[_WEIGHT]
-        label_mean = _divide_no_nan(s[_LABEL], weight)
-        out = {
-            "average_loss": _divide_no_nan(s[_LOSS], weight),
-            "accuracy": _divide_no_nan(s[_CORRECT], weight),
-            "precision": _divide_no_nan(s[_CLASS_TP], s[_CLASS_TP] + s[_CLASS_FP]),
-            "recall": _divide_no_nan(s[_CLASS_TP], s[_CLASS_TP] + s[_CLASS_FN]),
-            "prediction/mean": _divide_no_nan(s[_PREDICTION], weight),
-            "label/mean": label_mean,
-            # max(total, count - total) / count, as _update_accuracy_baseline.
-            "accuracy_baseline": _divide_no_nan(
-                np.maximum(s[_LABEL], weight - s[_LABEL]), weight
-            ),
-        }
-        pos_buckets = s[_AUC_START:_AUC_START + AUC_NUM_THRESHOLDS]
-        neg_buckets = s[_AUC_START + AUC_NUM_THRESHOLDS:_AUC_START + 2 * AUC_NUM_THRESHOLDS]
-        out["auc"], out["auc_precision_recall"] = _auc_from_buckets(pos_buckets, neg_buckets)
-        accuracy, tp, fp, fn = (s[self._threshold_slice(i)] for i in range(4))
-        out["threshold_accuracy"] = _divide_no_nan(accuracy, weight)
-        out["threshold_precision"] = _divide_no_nan(tp, tp + fp)
-        out["threshold_recall"] = _divide_no_nan(tp, tp + fn)
-        out["loss_sum"] = s[_LOSS]
-        out["weighted_example_count"] = weight
-        return out
-
-
-def _auc_from_buckets(pos_buckets, neg_buckets):
-    """Keras AUC.result() for ROC and PR (interpolation) from bucket sums."""
-    n = AUC_NUM_THRESHOLDS
-    # C(t_i) = sum of buckets j >= i: the reversed cumulative sum.
-    tp = np.cumsum(pos_buckets[::-1])[::-1]
-    fp = np.cumsum(neg_buckets[::-1])[::-1]
-    fn = pos_buckets.sum() - tp
-    tn = neg_buckets.sum() - fp
-
-    recall = _divide_no_nan(tp, tp + fn)
-    fp_rate = _divide_no_nan(fp, fp + tn)
-    heights = (recall[: n - 1] + recall[1:]) / 2.0
-    roc_auc = np.sum((fp_rate[: n - 1] - fp_rate[1:]) * heights)
-
-    # interpolate_pr_auc (Davis & Goadrich), term by term as Keras writes it.
-    dtp = tp[: n - 1] - tp[1:]
-    p = tp + fp
-    dp = p[: n - 1] - p[1:]
-    prec_slope = _divide_no_nan(dtp, np.maximum(dp, 0))
-    intercept = tp[1:] - prec_slope * p[1:]
-    both_positive = (p[: n - 1] > 0) & (p[1:] > 0)
-    safe_p_ratio = np.where(
-        both_positive, _divide_no_nan(p[: n - 1], np.maximum(p[1:], 0)), 1.0
-    )
-    pr_auc_increment = _divide_no_nan(
-        prec_slope * (dtp + intercept * np.log(safe_p_ratio)),
-        np.maximum(tp[1:] + fn[1:], 0),
-    )
-    return float(roc_auc), float(np.sum(pr_auc_increment))
+        weights = self.layout.part(self.totals(), "weight")
+        return float(weights) if weights.ndim == 0 else weights

@@ -16,8 +16,9 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from head import PREDICTION_KEYS
-from pipeline import build, output, runners
+from pipeline import build, output, plan, runners
 from pipeline.config import ConfigError, load_config
+from head.slicing import SlicingError
 from pipeline.evaluate import COUNTER_NAMESPACE, InvalidRowError, UnreadableFileError
 from pipeline.read import DEFAULT_BATCH_SIZE, FORMATS, InputError, infer_format, match_files
 
@@ -107,13 +108,10 @@ def main(argv=None):
         config = load_config(args.config)
         paths = match_files(args.input)
         file_format = args.format or infer_format(args.input, paths)
-        info = build.run_info(args.input, file_format, config, runner)
+        info = plan.run_info(args.input, file_format, config, runner)
+        evaluation = plan.resolve(config, paths, file_format, args.predictions, args.passthrough)
         pipeline = beam.Pipeline(runner=runners.direct_runner(options), options=options)
-        staging = build.build(
-            pipeline, paths, file_format, config, args.output, info,
-            prediction_keys=args.predictions, passthrough=args.passthrough,
-            batch_size=args.batch_size,
-        )
+        staging = build.build(pipeline, evaluation, args.output, info, batch_size=args.batch_size)
     except (ConfigError, InputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -127,7 +125,8 @@ def main(argv=None):
         result.wait_until_finish()
     except Exception as e:  # report bad data plainly; anything else as is
         output.remove_staging(staging)
-        known = _find(e, (InvalidRowError, UnreadableFileError, InputError, output.OutputCheckError))
+        known = _find(e, (InvalidRowError, UnreadableFileError, InputError, SlicingError,
+                          output.OutputCheckError))
         if known is None:
             raise
         # Beam appends the failing step's name; the message says what matters.

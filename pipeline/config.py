@@ -6,11 +6,13 @@ raises ConfigError naming the field, before any pipeline is built.
 """
 
 import dataclasses
+import math
 
 import yaml
 from apache_beam.io.filesystems import FileSystems
 
 from head import BinaryClassHead
+from head.slicing import SliceSpec
 
 HEAD_DEFAULTS = {
     "weight_column": None,
@@ -24,7 +26,10 @@ HEAD_DEFAULTS = {
 COLUMN_DEFAULTS = {"logits": "logits", "label": "label", "weight": None}
 INVALID_ROWS_DEFAULTS = {"policy": "fail", "max_fraction": 0.0}
 POLICIES = ("fail", "reject")
-TOP_LEVEL = ("head", "columns", "invalid_rows")
+SLICING_DEFAULTS = {"slicing_specs": None, "min_slice_size": 1, "max_slices": 10000}
+MODEL_KEYS = ("name", "logits", "is_baseline")
+SLICING_SPEC_KEYS = ("feature_keys", "feature_values", "bucket_boundaries")
+TOP_LEVEL = ("head", "columns", "models", *SLICING_DEFAULTS, "invalid_rows")
 
 
 class ConfigError(ValueError):
@@ -32,9 +37,22 @@ class ConfigError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
+class Model:
+    """One model's scores: evaluated with the same head, labels and weights."""
+
+    name: str
+    logits: str  # the column of its logits
+    is_baseline: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
 class EvalConfig:
     head: dict
     columns: dict
+    models: tuple = ()  # of Model; () means one model named "" scored by columns.logits
+    slicing_specs: tuple = (SliceSpec(),)  # the overall slice first, always
+    min_slice_size: int = 1
+    max_slices: int = 10000
     invalid_rows: dict = dataclasses.field(default_factory=lambda: dict(INVALID_ROWS_DEFAULTS))
 
     @property
@@ -46,6 +64,16 @@ class EvalConfig:
     def weight_column(self):
         return self.head["weight_column"]
 
+    @property
+    def evaluated_models(self):
+        """The models to evaluate: the configured ones, or one named "" on columns.logits."""
+        return self.models or (Model("", self.columns["logits"]),)
+
+    @property
+    def baseline(self):
+        """The index of the baseline model, or None."""
+        return next((i for i, m in enumerate(self.evaluated_models) if m.is_baseline), None)
+
     def build_head(self):
         return BinaryClassHead(**self.head)
 
@@ -53,8 +81,23 @@ class EvalConfig:
         return {
             "head": dict(self.head),
             "columns": dict(self.columns),
+            "models": [dataclasses.asdict(m) for m in self.models],
+            "slicing_specs": [_spec_as_dict(s) for s in self.slicing_specs],
+            "min_slice_size": self.min_slice_size,
+            "max_slices": self.max_slices,
             "invalid_rows": dict(self.invalid_rows),
         }
+
+
+def _spec_as_dict(spec):
+    out = {}
+    if spec.feature_keys:
+        out["feature_keys"] = list(spec.feature_keys)
+    if spec.feature_values:
+        out["feature_values"] = dict(spec.feature_values)
+    if spec.bucket_boundaries:
+        out["bucket_boundaries"] = {c: list(b) for c, b in spec.bucket_boundaries}
+    return out
 
 
 def _check_keys(section, allowed, where):
@@ -126,12 +169,97 @@ def parse_config(raw):
         raise ConfigError(f"invalid_rows.max_fraction: must be a number in [0, 1], got {fraction!r}")
     invalid_rows["max_fraction"] = float(fraction)
 
-    config = EvalConfig(head=head, columns=columns, invalid_rows=invalid_rows)
+    models = _parse_models(raw.get("models"))
+    specs = _parse_slicing_specs(raw.get("slicing_specs"))
+    limits = {}
+    for key in ("min_slice_size", "max_slices"):
+        value = raw.get(key, SLICING_DEFAULTS[key])
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "min_slice_size" else 1):
+            raise ConfigError(f"{key}: must be a whole number {'>= 0' if key == 'min_slice_size' else '>= 1'}, got {value!r}")
+        limits[key] = value
+
+    config = EvalConfig(head=head, columns=columns, models=models, slicing_specs=specs,
+                        invalid_rows=invalid_rows, **limits)
     try:
         config.build_head()
     except ValueError as e:
         raise ConfigError(f"head.{_field_of(str(e))}: {e}") from e
     return config
+
+
+def _parse_models(raw):
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"models: must be a non-empty list of {{name, logits, is_baseline}}, got {raw!r}")
+    models = []
+    for i, item in enumerate(raw):
+        where = f"models[{i}]"
+        _check_keys(item, MODEL_KEYS, where)
+        for key in ("name", "logits"):
+            if not isinstance(item.get(key), str) or not item[key]:
+                raise ConfigError(f"{where}.{key}: must be a non-empty string, got {item.get(key)!r}")
+        baseline = item.get("is_baseline", False)
+        if not isinstance(baseline, bool):
+            raise ConfigError(f"{where}.is_baseline: must be true or false, got {baseline!r}")
+        models.append(Model(item["name"], item["logits"], baseline))
+    names = [m.name for m in models]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate is not None:
+        raise ConfigError(f"models: the name {duplicate!r} is used twice")
+    if sum(m.is_baseline for m in models) > 1:
+        raise ConfigError("models: at most one model can have is_baseline: true")
+    if all(m.is_baseline for m in models):
+        raise ConfigError("models: every model is the baseline; nothing to evaluate against it")
+    return tuple(models)
+
+
+def _is_scalar(value):
+    return isinstance(value, (str, int, float, bool))
+
+
+def _parse_slicing_specs(raw):
+    """SliceSpecs, the overall slice first (once, whether or not `{}` is listed)."""
+    if raw is None:
+        return (SliceSpec(),)
+    if not isinstance(raw, list):
+        raise ConfigError(f"slicing_specs: must be a list of slicing specs, got {raw!r}")
+    specs = [SliceSpec()]
+    for i, item in enumerate(raw):
+        where = f"slicing_specs[{i}]"
+        item = {} if item is None else item
+        _check_keys(item, SLICING_SPEC_KEYS, where)
+        keys = item.get("feature_keys") or []
+        if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
+            raise ConfigError(f"{where}.feature_keys: must be a list of column names, got {keys!r}")
+        if len(set(keys)) != len(keys):
+            raise ConfigError(f"{where}.feature_keys: a column is listed twice: {keys!r}")
+        values = item.get("feature_values") or {}
+        if not isinstance(values, dict) or not all(isinstance(k, str) and _is_scalar(v) for k, v in values.items()):
+            raise ConfigError(f"{where}.feature_values: must map column names to single values, got {values!r}")
+        boundaries = item.get("bucket_boundaries") or {}
+        if not isinstance(boundaries, dict):
+            raise ConfigError(f"{where}.bucket_boundaries: must map column names to lists of numbers")
+        for column, bounds in boundaries.items():
+            field = f"{where}.bucket_boundaries.{column}"
+            if column not in keys:
+                raise ConfigError(f"{field}: {column!r} is not in feature_keys")
+            if not isinstance(bounds, list) or not bounds or not all(
+                    isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) for b in bounds):
+                raise ConfigError(f"{field}: must be a non-empty list of finite numbers, got {bounds!r}")
+            if any(a >= b for a, b in zip(bounds, bounds[1:])):
+                raise ConfigError(f"{field}: must be strictly increasing, got {bounds!r}")
+        spec = SliceSpec(
+            feature_keys=tuple(keys),
+            feature_values=tuple(sorted(values.items())),
+            bucket_boundaries=tuple(sorted((c, tuple(b)) for c, b in boundaries.items())),
+        )
+        if spec in specs:
+            if spec.is_overall:
+                continue  # `{}`: the overall slice, which always comes first
+            raise ConfigError(f"{where}: the same slicing spec is listed twice: {spec}")
+        specs.append(spec)
+    return tuple(specs)
 
 
 def _field_of(message):

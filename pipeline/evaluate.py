@@ -2,17 +2,18 @@
 
 import collections
 import json
-import typing
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from head import BadInputError
+from head import BadInputError, EvaluatedBatch
 from head.arrow import column_values, head_inputs, to_arrow
+from head.slicing import SliceStates, SlicingError, slice_states
 
 COUNTER_NAMESPACE = "beam_head_eval"
 PREDICTIONS_TAG = "predictions"
+METRICS_TAG = "metrics"
 REJECTED_TAG = "rejected"
 
 REJECTED_SCHEMA = pa.schema(
@@ -42,31 +43,21 @@ class UnreadableFileError(ValueError):
     """A file that could not be read (corrupt, truncated, not the format)."""
 
 
-class BatchOutcome(typing.NamedTuple):
-    """What one source batch contributed: evaluated examples and row counts."""
-
-    evaluated: object  # head.EvaluatedBatch, or None when no row survived
-    rows_read: int
-    rows_evaluated: int
-    rejected: dict  # "column: reason" -> rows
-    negative_weights: int  # examples with a weight < 0 (allowed, but reported)
-    unreadable: tuple  # ((path, first_row, error),) for a file that failed to read
-
-
 class EvaluateBatch(beam.DoFn):
-    """SourceBatch -> BatchOutcome (labels encoded, per-example loss, weights).
+    """SourceBatch -> RowCounts, and every (model, spec)'s SliceStates of the batch.
 
-    Bad rows fail the job (policy `fail`) or are set aside (policy `reject`)
-    on the 'rejected' output with their reason. With `prediction_keys`, also
-    emits a pyarrow Table of the head's predictions plus the `passthrough`
-    columns on the 'predictions' output.
+    Labels are encoded, the per-example loss and weights computed for every
+    model (a row that is bad for any model is bad for all); bad rows fail
+    the job (policy `fail`) or are set aside (policy `reject`) on the
+    'rejected' output with their reason. The batch's rows are then sliced
+    and every metric of every (model, slice) computed in one histogram pass,
+    emitted on the 'metrics' output keyed by (model index, spec index). With
+    prediction keys, also emits a pyarrow Table of the head's predictions
+    plus the passthrough columns on the 'predictions' output.
     """
 
-    def __init__(self, config, widths=None, prediction_keys=(), passthrough=()):
-        self._config = config
-        self._widths = widths  # the data set's list lengths, from its first row
-        self._prediction_keys = tuple(prediction_keys)
-        self._passthrough = tuple(passthrough)
+    def __init__(self, plan):
+        self._plan = plan
         counter = lambda name: beam.metrics.Metrics.counter(COUNTER_NAMESPACE, name)  # noqa: E731
         self._rows_read = counter("rows_read")
         self._rows_evaluated = counter("rows_evaluated")
@@ -75,30 +66,31 @@ class EvaluateBatch(beam.DoFn):
         self._unreadable_files = counter("unreadable_files")
 
     def setup(self):
-        self._head = self._config.build_head()
-        self._wants_features = "features" in getattr(self._head, "_loss_fn_args", ())
-        columns = self._config.columns
-        self._roles = {"logits": columns["logits"], "labels": columns["label"], "weights": columns["weight"]}
-
-    def _column(self, role):
-        """'labels' -> 'labels (label)': the head's role and the input's column."""
-        name = self._roles.get(role)
-        return f"{role} ({name})" if name else role
+        self._head = self._plan.head
 
     def _evaluate(self, batch):
-        columns = self._config.columns
-        logits, labels, weights = head_inputs(
-            batch, columns["logits"], columns["label"], columns["weight"], self._widths
-        )
+        """Every model's EvaluatedBatch and logits; BadInputError names the model's column."""
+        plan, widths = self._plan, self._plan.widths
         features = {}
-        if self._wants_features:
+        if self._head.loss_fn_wants_features:
             features = {
                 name: column_values(batch, name, name, allow_string=True)
                 for name in batch.schema.names
             }
-        if weights is not None:
-            features[self._head.weight_column] = weights
-        return self._head.evaluate_batch(logits, labels, features), logits
+        evaluated, all_logits = [], []
+        for model in plan.models:
+            try:
+                logits, labels, weights = head_inputs(
+                    batch, model.logits, plan.label_column, plan.weight_column, widths)
+                if weights is not None:
+                    features[self._head.weight_column] = weights
+                evaluated.append(self._head.evaluate_batch(logits, labels, features))
+            except BadInputError as e:
+                if "(" not in e.column:
+                    e.column = plan.column_label(e.column, model)
+                raise
+            all_logits.append(logits)
+        return evaluated, all_logits
 
     def process(self, source):
         if source.error is not None:
@@ -109,15 +101,16 @@ class EvaluateBatch(beam.DoFn):
         self._bytes_read.inc(batch.nbytes)
         # Row numbers in the file of the rows still in `batch`.
         rows_in_file = np.arange(source.first_row, source.first_row + batch.num_rows)
-        rejected = collections.Counter()
+        counts = RowCounts()
+        counts.rows_read = batch.num_rows
         evaluated = logits = None
         while batch.num_rows:
             try:
                 evaluated, logits = self._evaluate(batch)
                 break
             except BadInputError as e:
-                column = e.column if "(" in e.column else self._column(e.column)
-                if not self._config.rejects_rows:
+                column = e.column if "(" in e.column else self._plan.column_label(e.column)
+                if not self._plan.config.rejects_rows:
                     raise InvalidRowError(
                         source.path, int(rows_in_file[e.row]), column, e.reason, e.detail, e.count
                     ) from None
@@ -126,22 +119,36 @@ class EvaluateBatch(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(
                     REJECTED_TAG, self._rejected_table(source.path, batch, rows_in_file, e, column)
                 )
-                rejected[f"{column}: {e.reason}"] += e.count
+                counts.rejected[f"{column}: {e.reason}"] += e.count
                 batch = batch.filter(pa.array(~e.rows))
                 rows_in_file = rows_in_file[~e.rows]
-        rows_rejected = sum(rejected.values())
-        self._rows_rejected.inc(rows_rejected)
+                evaluated = None
+        counts.rows_evaluated = batch.num_rows
+        self._rows_rejected.inc(counts.rows_read - counts.rows_evaluated)
         self._rows_evaluated.inc(batch.num_rows)
-        negative = int((evaluated.weights < 0).sum()) if evaluated is not None else 0
-        yield BatchOutcome(evaluated, batch.num_rows + rows_rejected, batch.num_rows,
-                           dict(rejected), negative, ())
-        if self._prediction_keys and evaluated is not None:
-            yield beam.pvalue.TaggedOutput(
-                PREDICTIONS_TAG, self._predictions_table(batch, logits)
-            )
+        if evaluated is not None:
+            counts.negative_weights = int((evaluated[0].weights < 0).sum())
+            yield from self._slice_states(source.path, batch, evaluated)
+            if self._plan.prediction_keys:
+                yield beam.pvalue.TaggedOutput(PREDICTIONS_TAG, self._predictions_table(batch, logits))
+        yield counts
+
+    def _slice_states(self, path, batch, evaluated):
+        plan = self._plan
+        try:
+            encoded = {}  # each slice column encoded once per batch
+            memberships = [spec.rows(batch, encoded) for spec in plan.slicing_specs]
+            states = slice_states(
+                plan.layout, plan.slicing_specs, EvaluatedBatch.concatenate(evaluated),
+                batch.num_rows, len(evaluated[0]) // batch.num_rows, memberships,
+                plan.config.max_slices)
+        except SlicingError as e:
+            raise SlicingError(f"{path}: {e}") from None
+        for key, value in states.items():
+            yield beam.pvalue.TaggedOutput(METRICS_TAG, (key, value))
 
     def _unreadable(self, source):
-        if not self._config.rejects_rows:
+        if not self._plan.config.rejects_rows:
             raise UnreadableFileError(f"{source.path}: {source.error}")
         self._unreadable_files.inc()
         yield beam.pvalue.TaggedOutput(
@@ -151,12 +158,14 @@ class EvaluateBatch(beam.DoFn):
                 schema=REJECTED_SCHEMA,
             ),
         )
-        yield BatchOutcome(None, 0, 0, {}, 0, ((source.path, source.first_row, source.error),))
+        counts = RowCounts()
+        counts.unreadable.append((source.path, source.first_row, source.error))
+        yield counts
 
     def _rejected_table(self, path, batch, rows_in_file, error, column):
         bad = batch.filter(pa.array(error.rows))
         # The raw values of the rejected rows only (never the hot path), as JSON.
-        wanted = [c for c in self._roles.values() if c and c in bad.schema.names]
+        wanted = [c for c in self._plan.named_columns() if c in bad.schema.names]
         values = [json.dumps(row, default=_json_value) for row in bad.select(wanted).to_pylist()]
         count = bad.num_rows
         return pa.table(
@@ -171,9 +180,12 @@ class EvaluateBatch(beam.DoFn):
         )
 
     def _predictions_table(self, batch, logits):
-        predictions = self._head.predictions(logits, self._prediction_keys)
-        arrays = {key: to_arrow(predictions[key]) for key in self._prediction_keys}
-        for name in self._passthrough:
+        arrays = {}
+        for model, model_logits in zip(self._plan.models, logits):
+            predictions = self._head.predictions(model_logits, self._plan.prediction_keys)
+            for key in self._plan.prediction_keys:
+                arrays[self._plan.prediction_column(model, key)] = to_arrow(predictions[key])
+        for name in self._plan.passthrough:
             arrays[name] = batch.column(batch.schema.get_field_index(name))
         return pa.table(arrays)
 
@@ -186,24 +198,23 @@ def _json_value(value):
 
 
 class RowCounts:
-    """Rows read/evaluated/rejected, merged by addition."""
+    """Rows read/evaluated/rejected and unreadable files; merged by addition."""
 
     __slots__ = ("rows_read", "rows_evaluated", "rejected", "negative_weights", "unreadable")
 
     def __init__(self):
         self.rows_read = 0
         self.rows_evaluated = 0
-        self.rejected = collections.Counter()
-        self.negative_weights = 0
-        self.unreadable = []
+        self.rejected = collections.Counter()  # "column: reason" -> rows
+        self.negative_weights = 0  # examples with a weight < 0 (allowed, but reported)
+        self.unreadable = []  # (path, rows read before the error, error)
 
-    def add(self, counts):
-        """Adds a BatchOutcome's or another RowCounts' counts (same fields)."""
-        self.rows_read += counts.rows_read
-        self.rows_evaluated += counts.rows_evaluated
-        self.rejected.update(counts.rejected)
-        self.negative_weights += counts.negative_weights
-        self.unreadable.extend(counts.unreadable)
+    def add(self, other):
+        self.rows_read += other.rows_read
+        self.rows_evaluated += other.rows_evaluated
+        self.rejected.update(other.rejected)
+        self.negative_weights += other.negative_weights
+        self.unreadable.extend(other.unreadable)
         return self
 
     def as_dict(self):
@@ -220,53 +231,44 @@ class RowCounts:
         }
 
 
-class HeadMetricsCombineFn(beam.CombineFn):
-    """add_input mirrors update_metrics; accumulators are (MetricState, RowCounts)."""
-
-    def __init__(self, config):
-        self._config = config
-        self._head = None
-
-    def _get_head(self):
-        if self._head is None:
-            self._head = self._config.build_head()
-        return self._head
-
+class RowCountsCombineFn(beam.CombineFn):
     def create_accumulator(self):
-        return self._get_head().new_state(), RowCounts()
+        return RowCounts()
 
-    def add_input(self, accumulator, outcome):
-        state, counts = accumulator
-        if outcome.evaluated is not None:
-            self._get_head().add_to_state(state, outcome.evaluated)
-        counts.add(outcome)
-        return accumulator
+    def add_input(self, accumulator, counts):
+        return accumulator.add(counts)
 
     def merge_accumulators(self, accumulators):
         accumulators = iter(accumulators)
-        state, counts = next(accumulators)
-        for other_state, other_counts in accumulators:
-            state.merge(other_state)
-            counts.add(other_counts)
-        return state, counts
+        total = next(accumulators)
+        for other in accumulators:
+            total.add(other)
+        return total
 
     def extract_output(self, accumulator):
-        state, counts = accumulator
-        return {
-            "metrics": self._get_head().results(state),
-            "example_count": int(state.example_count),
-            "weighted_example_count": state.weighted_example_count,
-            **counts.as_dict(),
-        }
-
-    def __getstate__(self):
-        # The head is rebuilt on each worker (loss_fn re-imported there).
-        return {"_config": self._config, "_head": None}
+        return accumulator.as_dict()
 
 
-def prediction_schema_fields(head, prediction_keys, logits_width, passthrough_fields):
-    """Arrow fields of the predictions output, known before the pipeline runs."""
-    probe = np.zeros((1, logits_width, 1) if logits_width > 1 else (1, 1), dtype=np.float32)
-    sample = head.predictions(probe, prediction_keys)
-    fields = [pa.field(key, to_arrow(sample[key]).type) for key in prediction_keys]
-    return fields + list(passthrough_fields)
+class SliceStatesCombineFn(beam.CombineFn):
+    """Merges the SliceStates of one (model, spec) key by addition (lifted: per bundle first)."""
+
+    def __init__(self, layout, max_slices):
+        self._layout = layout
+        self._max_slices = max_slices
+
+    def create_accumulator(self):
+        return SliceStates(self._layout, self._max_slices)
+
+    def add_input(self, accumulator, states):
+        accumulator.spec = accumulator.spec or states.spec
+        return accumulator.merge(states)
+
+    def merge_accumulators(self, accumulators):
+        accumulators = iter(accumulators)
+        total = next(accumulators)
+        for other in accumulators:
+            self.add_input(total, other)
+        return total
+
+    def extract_output(self, accumulator):
+        return accumulator

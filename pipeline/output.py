@@ -5,6 +5,9 @@ import uuid
 
 from apache_beam.io.filesystems import FileSystems
 
+from head import MetricState
+from head.slicing import OVERALL, Bucket, slice_name
+
 METRICS_FILE = "metrics.json"
 # Outputs written by Beam sinks: staged first, moved into place on success.
 STAGED_OUTPUTS = ("predictions", "rejected")
@@ -39,10 +42,84 @@ def staging_dir(output_dir, run_id):
     return join(output_dir, f".staging-{run_id}")
 
 
-def metrics_document(result, run_info):
-    """The metrics.json document (SPEC §7) from the CombineFn's output."""
-    counts = {k: v for k, v in result.items() if k != "metrics"}
-    return {"metrics": result["metrics"], **counts, "slices": [], "run": run_info}
+def slice_results(keyed_states, plan):
+    """((model index, spec index), SliceStates) -> (the key, its slice entries of metrics.json).
+
+    Every metric of every slice is computed at once from the stacked state
+    vectors; slices below min_slice_size (except the overall slice) keep
+    their counts and get "metrics": null.
+    """
+    key, states = keyed_states
+    keys, totals = states.sorted_items()
+    return key, list(_entries(plan, plan.models[key[0]], keys, totals))
+
+
+def _entries(plan, model, keys, totals):
+    layout = plan.layout
+    values = plan.head.metric_arrays(totals, layout)
+    counts = layout.part(totals, "examples")
+    weights = layout.part(totals, "weight")
+    for i, key in enumerate(keys):
+        count = int(counts[i])
+        shown = bool(key == OVERALL or count >= plan.config.min_slice_size)
+        yield {
+            "model": model.name,
+            "slice": {column: _json_slice_value(value) for column, value in key},
+            "slice_name": slice_name(key),
+            "example_count": count,
+            "weighted_example_count": float(weights[i]),
+            "metrics": {k: float(v[i]) for k, v in values.items()} if shown else None,
+        }
+
+
+def _json_slice_value(value):
+    return str(value) if isinstance(value, Bucket) else value
+
+
+def metrics_document(counts, keyed_results, plan, run_info):
+    """The metrics.json document (SPEC §7).
+
+    `keyed_results` are slice_results' outputs, in any order. Slices are
+    listed per model: the overall slice first, then each slicing spec's
+    slices in spec order (values sorted; a slice an earlier spec already
+    made is not repeated); non-baseline models' slices that
+    the baseline also has get `diff` (candidate - baseline). The top-level
+    metrics and counts are the first non-baseline model's overall slice.
+    """
+    by_key = dict(keyed_results)
+    empty = MetricState(plan.layout).totals()[None]
+    slices = []
+    for m, model in enumerate(plan.models):
+        if (m, 0) not in by_key:  # no row evaluated: the overall slice is empty
+            by_key[m, 0] = list(_entries(plan, model, [OVERALL], empty))
+        listed = set()  # a slice two specs make (same key, same rows) is listed once, as TFMA does
+        for s in range(len(plan.slicing_specs)):
+            for entry in by_key.get((m, s), []):
+                if entry["slice_name"] not in listed:
+                    listed.add(entry["slice_name"])
+                    slices.append(entry)
+    baseline = plan.config.baseline
+    if baseline is not None:
+        base = {(id_spec, e["slice_name"]): e for id_spec in range(len(plan.slicing_specs))
+                for e in by_key.get((baseline, id_spec), [])}
+        for m in range(len(plan.models)):
+            if m == baseline:
+                continue
+            for id_spec in range(len(plan.slicing_specs)):
+                for entry in by_key.get((m, id_spec), []):
+                    other = base.get((id_spec, entry["slice_name"]))
+                    if other and entry["metrics"] is not None and other["metrics"] is not None:
+                        entry["diff"] = {k: v - other["metrics"][k] for k, v in entry["metrics"].items()}
+    primary = next(i for i, model in enumerate(plan.models) if not model.is_baseline)
+    overall = by_key[primary, 0][0]
+    return {
+        "metrics": overall["metrics"],
+        "example_count": overall["example_count"],
+        "weighted_example_count": overall["weighted_example_count"],
+        **counts,
+        "slices": slices,
+        "run": run_info,
+    }
 
 
 def check_counts(document, max_fraction):
@@ -91,12 +168,21 @@ def remove_staging(staging):
 
 
 def format_table(document):
-    """The metrics as a two-column text table, for the terminal."""
-    counts = ("example_count", "weighted_example_count", "rows_read", "rows_rejected")
-    rows = list(document["metrics"].items()) + [(k, document[k]) for k in counts]
+    """The overall metrics of each model as a text table, for the terminal."""
+    overall = [e for e in document["slices"] if not e["slice"]]
+    names = [e["model"] or "value" for e in overall]
+    keys = list(overall[0]["metrics"])
+    rows = [(k, [e["metrics"][k] for e in overall]) for k in keys]
+    rows += [(k, [e[k] for e in overall]) for k in ("example_count", "weighted_example_count")]
+    rows += [(k, [document[k]] * len(overall)) for k in ("rows_read", "rows_rejected")]
     width = max(len(k) for k, _ in rows)
-    lines = [f"{'metric'.ljust(width)}  value", f"{'-' * width}  {'-' * 12}"]
-    for key, value in rows:
-        shown = f"{value:d}" if isinstance(value, int) else f"{value:.6f}"
-        lines.append(f"{key.ljust(width)}  {shown}")
+    columns = [max(12, len(n)) for n in names]
+    lines = [f"{'metric'.ljust(width)}  " + "  ".join(n.rjust(c) for n, c in zip(names, columns)),
+             f"{'-' * width}  " + "  ".join("-" * c for c in columns)]
+    for key, values in rows:
+        shown = [f"{v:d}" if isinstance(v, int) else f"{v:.6f}" for v in values]
+        lines.append(f"{key.ljust(width)}  " + "  ".join(v.rjust(c) for v, c in zip(shown, columns)))
+    per_model = len(document["slices"]) // max(len(overall), 1)
+    if per_model > 1:
+        lines.append(f"{per_model} slices per model (overall included) in metrics.json")
     return "\n".join(lines)

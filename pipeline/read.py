@@ -93,12 +93,11 @@ def match_files(pattern):
     return paths
 
 
-def _open_parquet(path):
+def _open_parquet(path, dictionary_columns=None):
     # pyarrow reads local files natively (faster than a Python file object);
     # anything else (gs://, ...) goes through Beam's FileSystems.
-    if FileSystems.get_scheme(path) in (None, "file"):
-        return pq.ParquetFile(path)
-    return pq.ParquetFile(FileSystems.open(path))
+    source = path if FileSystems.get_scheme(path) in (None, "file") else FileSystems.open(path)
+    return pq.ParquetFile(source, read_dictionary=dictionary_columns)
 
 
 class SplitParquetFile(beam.DoFn):
@@ -123,11 +122,17 @@ class SplitParquetFile(beam.DoFn):
 
 
 class ReadParquetRange(beam.DoFn):
-    """ReadRange -> SourceBatch of the needed columns (all when None)."""
+    """ReadRange -> SourceBatch of the needed columns (all when None).
 
-    def __init__(self, columns, batch_size=DEFAULT_BATCH_SIZE):
+    `dictionary_columns` (string columns only slicing reads) arrive
+    dictionary-encoded, as Parquet stores them: slicing then needs no
+    encoding of its own.
+    """
+
+    def __init__(self, columns, batch_size=DEFAULT_BATCH_SIZE, dictionary_columns=()):
         self._columns = None if columns is None else list(columns)
         self._batch_size = batch_size
+        self._dictionary_columns = list(dictionary_columns) or None
         self._input_bytes = beam.metrics.Metrics.counter(COUNTER_NAMESPACE, "input_bytes")
 
     def process(self, element):
@@ -136,7 +141,7 @@ class ReadParquetRange(beam.DoFn):
             return
         path, row = element.path, element.first_row
         try:
-            parquet_file = _open_parquet(path)
+            parquet_file = _open_parquet(path, self._dictionary_columns)
             columns = None  # all of them
             if self._columns is not None:
                 # Missing columns are left for the evaluation to name.
@@ -327,13 +332,15 @@ def _first_source_batch(path, sources):
 class ReadBatches(beam.PTransform):
     """Matched file paths -> PCollection of SourceBatch."""
 
-    def __init__(self, paths, file_format, columns, batch_size=DEFAULT_BATCH_SIZE, feature_types=None):
+    def __init__(self, paths, file_format, columns, batch_size=DEFAULT_BATCH_SIZE, feature_types=None,
+                 dictionary_columns=()):
         super().__init__()
         self._paths = list(paths)
         self._format = file_format
         self._columns = columns
         self._batch_size = batch_size
         self._feature_types = feature_types  # TFRecord: decode only these features
+        self._dictionary_columns = dictionary_columns  # Parquet: read dictionary-encoded
 
     def expand(self, pbegin):
         files = pbegin | "Files" >> beam.Create(self._paths)
@@ -344,7 +351,7 @@ class ReadBatches(beam.PTransform):
                 | "SpreadRanges" >> beam.Reshuffle()
             )
             return ranges | "ReadParquet" >> beam.ParDo(
-                ReadParquetRange(self._columns, self._batch_size)
+                ReadParquetRange(self._columns, self._batch_size, self._dictionary_columns)
             )
         return (
             files

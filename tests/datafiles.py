@@ -188,7 +188,7 @@ def head_results(head_kwargs, logits, labels, weights=None, batches=1, features=
         if head.weight_column:
             batch_features[head.weight_column] = np.asarray(weights)[part]
         state = head.update_metrics(state, batch_features, logits[part], np.asarray(labels)[part])
-    return head.results(state), int(state.example_count), float(state.totals()[0])
+    return head.results(state), int(state.example_count), state.weighted_example_count
 
 
 def assert_metrics_equal(actual, expected, rel_tol=REL_TOL, what=""):
@@ -207,7 +207,11 @@ def assert_document_matches(document, expected):
     assert_metrics_equal(document["metrics"], results, what="metrics.json")
     assert document["example_count"] == count
     assert math.isclose(document["weighted_example_count"], weighted, rel_tol=REL_TOL)
-    assert document["slices"] == []
+    # One model, no slicing specs: the overall slice only, the same numbers.
+    [overall] = document["slices"]
+    assert overall["model"] == "" and overall["slice"] == {} and overall["slice_name"] == "Overall"
+    assert overall["metrics"] == document["metrics"]
+    assert overall["example_count"] == count
     assert isinstance(document["run"], dict)
 
 

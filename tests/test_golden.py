@@ -4,7 +4,8 @@ tests/golden/golden.json is made by tests/golden/make_golden.py under
 tensorflow 2.15.1 + tensorflow-estimator 2.15.0 (`make golden`); it holds the
 inputs, every metric of update_metrics, head.loss and head.predictions per
 case, including the estimator's own eval test cases (source
-'estimator_test:...'). Keras accumulates in float32 and TF's sigmoid is an
+'estimator_test:...'); golden_evaluate.json what a real tf.estimator.Estimator
+returns from evaluate() for some of those cases. Keras accumulates in float32 and TF's sigmoid is an
 approximation a few ulps off the correctly rounded one, so values agree to
 1e-5 relative, the product's stated tolerance.
 """
@@ -21,6 +22,7 @@ from head import BadInputError, BinaryClassHead
 GOLDEN_DIR = pathlib.Path(__file__).parent / "golden"
 CASES = json.loads((GOLDEN_DIR / "golden.json").read_text())
 ERROR_CASES = json.loads((GOLDEN_DIR / "golden_errors.json").read_text())["error_cases"]
+EVALUATE_CASES = json.loads((GOLDEN_DIR / "golden_evaluate.json").read_text())["evaluate_cases"]
 RTOL = 1e-5
 ATOL = 1e-6
 
@@ -74,7 +76,7 @@ def test_metrics_match_real_head(case):
     # On bucket edges, bucket TF's own logistic values: the bucket formula
     # must then agree exactly; see test_bucket_edges_with_our_sigmoid.
     results = _results(head, case, real_logistic=case["name"] in BUCKET_EDGE_CASES)
-    loss_key = head._summary_key("loss")
+    loss_key = "loss"
     golden = dict(case["metrics"])
     golden[loss_key] = case["loss"]
     _assert_close(results, golden, case["name"])
@@ -100,7 +102,7 @@ def test_batched_update_metrics_match_real_head(case):
             evaluated.logistic = real_logistic[start:stop].ravel()
         head.add_to_state(state, evaluated)
     results = head.results(state)
-    results.pop(head._summary_key("loss"))
+    results.pop("loss")
     _assert_close(results, case["metrics_batched"], case["name"] + " (batched)")
 
 
@@ -110,7 +112,7 @@ def test_bucket_edges_with_our_sigmoid(name):
     case = next(c for c in CASES if c["name"] == name)
     head = _head(case["head"])
     ours = _results(head, case)
-    loss_key = head._summary_key("loss")
+    loss_key = "loss"
     for key, expected in dict(case["metrics"], **{loss_key: case["loss"]}).items():
         tolerance = 2e-4 if key.startswith("auc") else RTOL
         assert math.isclose(ours[key], expected, rel_tol=tolerance, abs_tol=ATOL), key
@@ -162,3 +164,21 @@ def test_constructor_errors_have_the_heads_wording(case):
     # The real head formats argument tuples with its own function_utils.
     prefix = expected.split(":")[0]
     assert str(raised.value).startswith(prefix), (str(raised.value), expected)
+
+
+@pytest.mark.parametrize("evaluated", EVALUATE_CASES, ids=[c["name"] for c in EVALUATE_CASES])
+def test_result_keys_are_estimator_evaluate_keys(evaluated):
+    """Our keys are exactly Estimator.evaluate()'s: update_metrics' keys
+    (suffixed /name for a named head) and `loss`, which evaluate() adds and
+    never suffixes; with its values."""
+    case = next(c for c in CASES if c["name"] == evaluated["name"])
+    results = _results(_head(case["head"]), case)
+    _assert_close(results, evaluated["evaluate"], case["name"] + " (Estimator.evaluate)")
+
+
+def test_estimator_evaluate_cases_include_a_named_head():
+    named = [c for c in EVALUATE_CASES if c["source"] == "estimator_test:test_eval_metric_ops_with_head_name"]
+    assert len(named) == 1
+    keys = set(named[0]["evaluate"])
+    assert "loss" in keys and "loss/some_binary_head" not in keys
+    assert "auc/some_binary_head" in keys and "auc" not in keys

@@ -142,7 +142,10 @@ def test_parquet_and_tfrecord_match_the_head(tmp_path, data, case):
         row_weights = np.asarray(weights, dtype=np.float64)
         assert math.isclose(expected[2], width * row_weights.sum(), rel_tol=1e-12)
     if head.get("name"):
-        assert all(key.endswith("/" + head["name"]) for key in documents["parquet"]["metrics"])
+        # Estimator.evaluate's keys: update_metrics' carry /name, `loss` never does.
+        keys = set(documents["parquet"]["metrics"])
+        assert "loss" in keys and "loss/" + head["name"] not in keys
+        assert all(key.endswith("/" + head["name"]) for key in keys - {"loss"})
     if head.get("regularization_losses"):
         assert documents["parquet"]["metrics"]["regularization_loss"] == sum(head["regularization_losses"])
 
@@ -279,3 +282,42 @@ def test_loss_fn_module_in_the_working_directory_imports(tmp_path, monkeypatch):
     plain, _, _ = head_results({}, table.column("logits").to_numpy(), table.column("label").to_numpy())
     assert doubled["average_loss"] == pytest.approx(2 * plain["average_loss"], rel=1e-6)
     assert doubled["auc"] == plain["auc"]
+
+
+def test_bundled_sliced_and_two_model_configs_on_the_demo_data(tmp_path):
+    """configs/sliced.yaml and configs/two_models.yaml, as the README shows them."""
+    table = pq.read_table(DEMO_INPUT).to_pandas()
+    head = BinaryClassHead(weight_column="weight", thresholds=[0.5])
+
+    def head_on(rows, logits="logits"):
+        state = head.update_metrics(head.new_state(), {"weight": rows["weight"].to_numpy()},
+                                    rows[logits].to_numpy()[:, None], rows["label"].to_numpy())
+        return head.results(state)
+
+    sliced = tmp_path / "sliced"
+    assert run_cli(["--input", DEMO_INPUT, "--config", os.path.join(PROJECT_ROOT, "configs", "sliced.yaml"),
+                    "--output", sliced]) == 0
+    slices = read_metrics(sliced)["slices"]
+    by_name = {e["slice_name"]: e for e in slices}
+    # The mobile rows per country are slices the cross already made: listed once.
+    assert len(slices) == len(by_name) == 1 + 5 + 3 + 15 + 4
+    mobile_de = table[(table.country == "de") & (table.device == "mobile")]
+    assert by_name["country_X_device:de_X_mobile"]["example_count"] == len(mobile_de)
+    assert_metrics_equal(by_name["country_X_device:de_X_mobile"]["metrics"], head_on(mobile_de), rel_tol=1e-9)
+    upper = table[table.aux >= 0.75]
+    assert_metrics_equal(by_name["aux:[0.75, inf)"]["metrics"], head_on(upper), rel_tol=1e-9)
+
+    compared = tmp_path / "two_models"
+    assert run_cli(["--input", DEMO_INPUT, "--config", os.path.join(PROJECT_ROOT, "configs", "two_models.yaml"),
+                    "--output", compared]) == 0
+    document = read_metrics(compared)
+    models = [(e["model"], e["slice_name"]) for e in document["slices"]]
+    assert models[:6] == [("candidate", "Overall")] + [("candidate", f"country:{c}")
+                                                      for c in ("br", "de", "fr", "jp", "us")]
+    assert len(models) == 12 and models[6] == ("production", "Overall")
+    fr = table[table.country == "fr"]
+    entry = next(e for e in document["slices"] if e["model"] == "candidate" and e["slice_name"] == "country:fr")
+    expected_diff = {k: v - head_on(fr, "score_v1")[k] for k, v in head_on(fr).items()}
+    for key, value in expected_diff.items():
+        assert math.isclose(entry["diff"][key], value, rel_tol=1e-7, abs_tol=1e-12), key
+    assert document["metrics"] == document["slices"][0]["metrics"]

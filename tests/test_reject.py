@@ -322,7 +322,23 @@ def test_policy_fail_on_the_same_data_names_file_row_column(tmp_path, capsys, mi
 # ---- whole-column problems -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("file_format, which", [("parquet", 0), ("parquet", 1), ("tfrecord", 1)])
+@pytest.mark.parametrize("file_format, column", [("parquet", "label"), ("parquet", "logits"),
+                                                 ("parquet", "weight"), ("tfrecord", "label")])
+def test_a_column_missing_from_the_first_file_is_a_schema_error(tmp_path, capsys, file_format, column):
+    """Found before the pipeline runs: exit 2, the column and the file's columns named."""
+    parts = [dict(p) for p in _originals()]
+    del parts[0][column]
+    pattern, paths = _write(tmp_path / "in", file_format, parts)
+    code, output = _run(tmp_path, pattern, invalid_rows={"policy": "reject", "max_fraction": 1.0})
+    assert code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    others = sorted(set(parts[0]))
+    assert line.startswith(f"error: column {column!r} (") and "is not in the input" in line
+    assert paths[0] in line and all(repr(c) in line for c in others), line
+    _assert_no_outputs(output)
+
+
+@pytest.mark.parametrize("file_format, which", [("parquet", 1), ("tfrecord", 1)])
 def test_missing_label_column_rejects_every_row_of_that_file(tmp_path, capsys, file_format, which):
     originals = _originals()
     parts = [dict(p) for p in originals]
@@ -350,8 +366,6 @@ FIRST_ROW_CASES = {
     "null_logit_at_row_0": (lambda p: _null("logits")(p, [0]), [0], "logits (logits): value is missing (null)"),
     "null_weight_at_rows_0_and_100": (lambda p: _null("weight")(p, [0, 100]), [0, 100],
                                       "weights (weight): value is missing (null)"),
-    "missing_logits_column": (lambda p: p.pop("logits"), list(range(SIZES[0])),
-                              "logits (logits): column is missing"),
 }
 
 

@@ -315,7 +315,7 @@ def test_dataflow_dry_run_builds_and_translates(data, tmp_path, capsys, no_gcs, 
 def test_dataflow_job_holds_the_pipeline_and_the_package(data, no_gcs):
     import apache_beam as beam
 
-    from pipeline import build
+    from pipeline import build, plan
     from pipeline.config import load_config
 
     _, patterns, config_path = data
@@ -323,11 +323,11 @@ def test_dataflow_job_holds_the_pipeline_and_the_package(data, no_gcs):
     options = runners.pipeline_options(DATAFLOW)
     paths = sorted(glob.glob(patterns["parquet"]))
     p = beam.Pipeline(options=options)
-    build.build(p, paths, "parquet", config, "gs://valid-bucket/eval",
-                build.run_info(patterns["parquet"], "parquet", config, "DataflowRunner"))
+    build.build(p, plan.resolve(config, paths, "parquet"), "gs://valid-bucket/eval",
+                plan.run_info(patterns["parquet"], "parquet", config, "DataflowRunner"))
     job = p.run().job
     top = {t.unique_name for t in job.proto_pipeline.components.transforms.values()}
-    assert {"Read", "Evaluate", "Combine", "Commit"} <= top
+    assert {"Read", "EvaluateScores", "EvaluateScores/CombineSlices", "Document", "Commit"} <= top
     staged = [d.role_payload for env in job.proto_pipeline.components.environments.values()
               for d in env.dependencies]
     assert any(b"workflow.tar.gz" in payload for payload in staged), staged  # setup.py's sdist

@@ -39,6 +39,13 @@ golden_errors.json holds ``{"error_cases": [...]}``: inputs/head settings that
 the real head rejects, with ``"error"`` (from the constructor, or from
 ``update_metrics``) and ``"loss_error"`` (from ``head.loss``) as
 ``"<ExceptionType>: <message>"``.  It may contain the (Python-json) token NaN.
+
+golden_evaluate.json holds ``{"evaluate_cases": [{"name", "source",
+"evaluate": {key: float}}]}``: for the golden.json cases named in
+EVALUATE_CASES, every key and value that a real ``tf.estimator.Estimator``
+built on the head returns from ``evaluate()`` (global_step left out).  Those
+are update_metrics' keys (suffixed ``/name`` for a named head) plus ``loss``,
+which the Estimator adds itself and never suffixes.
 """
 
 import importlib
@@ -46,6 +53,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -71,6 +79,7 @@ from tensorflow_estimator.python.estimator.head.binary_class_head import BinaryC
 
 OUT_PATH = os.path.join(HERE, 'golden.json')
 ERR_PATH = os.path.join(HERE, 'golden_errors.json')
+EVALUATE_PATH = os.path.join(HERE, 'golden_evaluate.json')
 
 # ---------------------------------------------------------------------------
 # Helpers to describe cases.
@@ -811,6 +820,70 @@ def evaluate_error(c):
 
 
 # ---------------------------------------------------------------------------
+# What Estimator.evaluate() itself returns (keys and values).
+# ---------------------------------------------------------------------------
+
+# golden.json cases run through a real tf.estimator.Estimator: unnamed and
+# named heads (upstream test_eval and test_eval_metric_ops_with_head_name),
+# regularization, thresholds, vocabulary, multi-dim weights, SUM reduction.
+EVALUATE_CASES = [
+    'upstream_eval',
+    'upstream_eval_metric_ops_with_head_name',
+    'upstream_eval_with_regularization_losses',
+    'upstream_eval_with_thresholds',
+    'named_my_head',
+    'named_regularization_weighted',
+    'vocab_rank1_weighted',
+    'multidim_weights_nD',
+    'sum_reduction_weighted',
+]
+LOGITS_FEATURE = '__golden_logits__'
+
+
+def estimator_evaluate(c):
+  """tf.estimator.Estimator(model_fn).evaluate() on the case's inputs.
+
+  The model_fn returns head.create_estimator_spec with the case's constant
+  logits (fed as a feature); one no-op training step (it only increments the
+  global step) writes the checkpoint that evaluate() needs. The data is one
+  batch, so evaluate()'s `loss` (the mean of the per-batch training losses)
+  is head.loss over the whole case. Returns {"name", "evaluate": {key:
+  value}} with every key evaluate() reports except global_step.
+  """
+  h = c['head']
+  logits, labels, features = np_inputs(c)
+
+  def input_fn():
+    feats = dict(features)
+    feats[LOGITS_FEATURE] = logits
+    return tf.data.Dataset.from_tensors((feats, labels))
+
+  def model_fn(features, labels, mode):
+    global_step = tf.compat.v1.train.get_or_create_global_step()
+    return build_head(h).create_estimator_spec(
+        features=features, mode=mode, logits=features[LOGITS_FEATURE],
+        labels=labels,
+        train_op_fn=lambda loss: tf.compat.v1.assign_add(global_step, 1),
+        regularization_losses=reg_losses(h))
+
+  with tempfile.TemporaryDirectory() as model_dir:
+    estimator = tf.estimator.Estimator(
+        model_fn=model_fn, model_dir=model_dir,
+        config=tf.estimator.RunConfig(tf_random_seed=0))
+    estimator.train(input_fn, max_steps=1)
+    result = estimator.evaluate(input_fn)
+  assert int(result.pop('global_step')) == 1, c['name']
+  values = {k: float(v) for k, v in result.items()}
+  # evaluate() = update_metrics' keys plus `loss` (never suffixed), with the
+  # same values as the head called directly.
+  assert set(values) == set(c['metrics']) | {'loss'}, (c['name'], sorted(values))
+  for k, v in values.items():
+    expected = c['loss'] if k == 'loss' else c['metrics'][k]
+    assert _close(v, expected, 1e-6, 1e-6), (c['name'], k, v, expected)
+  return {'name': c['name'], 'source': c['source'], 'evaluate': values}
+
+
+# ---------------------------------------------------------------------------
 
 
 def dump_cases(cases):
@@ -840,6 +913,12 @@ def main():
   print('wrote %d cases (%.2f MB) to %s' % (len(cases), len(text) / 1e6,
                                             OUT_PATH))
   print('wrote %d error cases to %s' % (len(errors), ERR_PATH))
+  by_name = {c['name']: c for c in cases}
+  evaluated = [estimator_evaluate(by_name[name]) for name in EVALUATE_CASES]
+  with open(EVALUATE_PATH, 'w') as f:
+    f.write('{"evaluate_cases": ' + dump_cases(evaluated) + '}\n')
+  print('wrote %d Estimator.evaluate() cases to %s' % (len(evaluated),
+                                                      EVALUATE_PATH))
 
 
 if __name__ == '__main__':

@@ -1,0 +1,213 @@
+"""Slices and models through the CLI on every runner: the same numbers everywhere.
+
+A two-model, sliced evaluation (a string column, an integer column, their
+cross, a list-valued column, buckets) runs in-process; every (model, slice)
+is checked against the head on exactly that slice's rows, and the diff
+against the baseline. The DirectRunner with worker processes, Dask (a real
+local cluster on loopback) and other batchings and file orders must give
+the identical document (<= 1e-12 relative, counts exact); the Dataflow dry
+run builds the same job.
+"""
+
+import math
+import os
+
+import numpy as np
+import pytest
+
+from head import BinaryClassHead
+from pipeline import runners
+from tests.datafiles import (
+    REL_TOL,
+    assert_metrics_equal,
+    read_metrics,
+    run_cli,
+    scores,
+    split_rows,
+    write_config,
+    write_files,
+    write_parquet,
+)
+
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FILE_SIZES = (900, 600, 1300)
+HEAD = {"weight_column": "weight", "thresholds": [0.3, 0.7]}
+MODELS = [{"name": "candidate", "logits": "logits"},
+          {"name": "production", "logits": "score_v1", "is_baseline": True}]
+SLICING = [
+    {"feature_keys": ["country"]},
+    {"feature_keys": ["year"]},
+    {"feature_keys": ["country", "year"]},
+    {"feature_keys": ["tags"]},
+    {"feature_keys": ["age"], "bucket_boundaries": {"age": [18, 30, 50]}},
+]
+DATAFLOW = [
+    "--runner=DataflowRunner", "--dry_run=True", "--no_auth", "--project", "test-project",
+    "--region", "us-central1", "--temp_location", "gs://valid-bucket/tmp",
+    "--setup_file", os.path.join(PROJECT_ROOT, "setup.py"),
+]
+
+
+def _columns():
+    columns = scores(sum(FILE_SIZES), seed=21)
+    rng = np.random.default_rng(22)
+    n = len(columns["logits"])
+    columns["score_v1"] = (columns["logits"] + rng.normal(0, 1.0, n)).astype(np.float32)
+    columns["country"] = rng.choice(["DE", "FR", "US", "BR", "JP"], n)
+    columns["year"] = rng.integers(2019, 2023, n).astype(np.int64)
+    columns["tags"] = [list(rng.choice(["x", "y", "z"], int(k))) for k in rng.integers(1, 3, n)]
+    columns["age"] = rng.integers(12, 80, n).astype(np.int64)
+    return columns
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    columns = _columns()
+    parts = split_rows(columns, FILE_SIZES)
+    root = tmp_path_factory.mktemp("sliced")
+    patterns = {}
+    for file_format in ("parquet", "tfrecord"):
+        patterns[file_format], _ = write_files(root / file_format, file_format, parts, row_group_size=250)
+    shuffled = root / "shuffled"
+    os.makedirs(shuffled)
+    for name, part in zip(("c", "a", "b"), parts):
+        write_parquet(shuffled / f"scores-{name}.parquet", part, row_group_size=250)
+    patterns["parquet-shuffled"] = str(shuffled / "scores-*.parquet")
+    config = write_config(root / "config.yaml", head=dict(HEAD), columns={"label": "label"},
+                          models=MODELS, slicing_specs=SLICING)
+    return columns, patterns, config
+
+
+def _run(tmp_path, pattern, config, *options):
+    output = tmp_path / "out"
+    code = run_cli(["--input", pattern, "--config", config, "--output", output, *options])
+    assert code == 0, f"exit status {code}"
+    return read_metrics(output)
+
+
+def _rows_of(columns, slice_dict):
+    n = len(columns["logits"])
+    keep = np.ones(n, dtype=bool)
+    for column, value in slice_dict.items():
+        if column == "tags":
+            keep &= np.array([value in tags for tags in columns["tags"]])
+        elif column == "age":
+            lo, hi = (float(x) for x in value.strip("[)").split(", "))
+            keep &= (columns["age"] >= lo) & (columns["age"] < hi)
+        else:
+            keep &= np.asarray(columns[column]) == value
+    return np.flatnonzero(keep)
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory):
+    """The in-process document, every (model, slice) checked against the head."""
+    columns, patterns, config = data
+    document = _run(tmp_path_factory.mktemp("reference"), patterns["parquet"], config)
+    head = BinaryClassHead(**HEAD)
+    per_model = {}
+    for entry in document["slices"]:
+        rows = _rows_of(columns, entry["slice"])
+        logits = columns[{"candidate": "logits", "production": "score_v1"}[entry["model"]]]
+        state = head.update_metrics(head.new_state(), {"weight": columns["weight"][rows]},
+                                    logits[rows, None], columns["label"][rows])
+        assert entry["example_count"] == len(rows) > 0
+        assert_metrics_equal(entry["metrics"], head.results(state), rel_tol=1e-9,
+                             what=f"{entry['model']} {entry['slice_name']}")
+        per_model.setdefault(entry["model"], {})[entry["slice_name"]] = entry
+    assert len(per_model["candidate"]) == len(per_model["production"]) == 1 + 5 + 4 + 20 + 3 + 4
+    for name, entry in per_model["candidate"].items():
+        base = per_model["production"][name]
+        assert set(entry["diff"]) == set(entry["metrics"])
+        for key, diff in entry["diff"].items():
+            assert math.isclose(diff, entry["metrics"][key] - base["metrics"][key], abs_tol=1e-15)
+        assert "diff" not in base
+    assert document["metrics"] == per_model["candidate"]["Overall"]["metrics"]
+    return document
+
+
+def _assert_same(document, reference, what):
+    assert [(e["model"], e["slice_name"]) for e in document["slices"]] == [
+        (e["model"], e["slice_name"]) for e in reference["slices"]], what
+    for ours, theirs in zip(document["slices"], reference["slices"]):
+        where = f"{what}: {ours['model']} {ours['slice_name']}"
+        assert ours["slice"] == theirs["slice"] and ours["example_count"] == theirs["example_count"], where
+        assert math.isclose(ours["weighted_example_count"], theirs["weighted_example_count"], rel_tol=REL_TOL)
+        assert_metrics_equal(ours["metrics"], theirs["metrics"], what=where)
+        if "diff" in theirs:
+            for key, value in theirs["diff"].items():
+                assert math.isclose(ours["diff"][key], value, rel_tol=1e-9, abs_tol=1e-12), (where, key)
+
+
+def test_tfrecord_gives_the_parquet_numbers(data, reference, tmp_path):
+    _, patterns, config = data
+    _assert_same(_run(tmp_path, patterns["tfrecord"], config, "--batch_size", 333), reference, "tfrecord")
+
+
+@pytest.mark.parametrize("workers,batch_size,inputs", [(2, 97, "parquet-shuffled"), (2, 65536, "tfrecord")])
+def test_multi_process_direct_runner(data, reference, tmp_path, workers, batch_size, inputs):
+    _, patterns, config = data
+    document = _run(tmp_path, patterns[inputs], config, f"--direct_num_workers={workers}",
+                    "--direct_running_mode=multi_processing", "--batch_size", batch_size)
+    _assert_same(document, reference, f"{workers} processes, batch {batch_size}, {inputs}")
+
+
+@pytest.fixture(scope="module")
+def dask_cluster():
+    """A real scheduler and 2 worker processes, on the loopback interface only."""
+    distributed = pytest.importorskip("distributed")
+    runners.export_import_path()
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0"
+    ) as cluster:
+        yield cluster
+
+
+@pytest.mark.parametrize("partitions,batch_size,inputs", [(3, 211, "parquet"), (4, 500, "tfrecord")])
+def test_dask_runner(data, reference, dask_cluster, tmp_path, partitions, batch_size, inputs):
+    _, patterns, config = data
+    document = _run(tmp_path, patterns[inputs], config, "--runner=DaskRunner",
+                    f"--dask_client_address={dask_cluster.scheduler_address}",
+                    f"--dask_npartitions={partitions}", "--batch_size", batch_size)
+    _assert_same(document, reference, f"Dask, {partitions} partitions, batch {batch_size}, {inputs}")
+
+
+def test_dataflow_dry_run_builds_the_sliced_two_model_job(data, tmp_path, capsys):
+    _, patterns, config = data
+    code = run_cli(["--input", patterns["parquet"], "--config", config,
+                    "--output", "gs://valid-bucket/eval", *DATAFLOW])
+    assert code == 0
+    assert "dry run: DataflowRunner job built and translated" in capsys.readouterr().out
+
+
+def test_terminal_table_shows_each_model_and_the_slice_count(data, tmp_path, capsys):
+    _, patterns, config = data
+    _run(tmp_path, patterns["parquet"], config)
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.startswith("metric"))
+    assert header.split() == ["metric", "candidate", "production"]
+    assert "37 slices per model (overall included)" in out
+
+
+def test_too_many_slices_fail_naming_the_spec(data, tmp_path, capsys):
+    columns, patterns, _ = data
+    config = write_config(tmp_path / "many.yaml", head=dict(HEAD), slicing_specs=[{"feature_keys": ["id"]}],
+                          max_slices=1000)
+    code = run_cli(["--input", patterns["parquet"], "--config", config, "--output", tmp_path / "out"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err[-1].startswith("error: ") and "slicing spec {feature_keys: [id]} has more than max_slices 1000" in err[-1]
+    assert not os.path.exists(tmp_path / "out" / "metrics.json")
+
+
+def test_min_slice_size_withholds_metrics_but_not_counts(data, tmp_path):
+    columns, patterns, _ = data
+    config = write_config(tmp_path / "min.yaml", head=dict(HEAD), slicing_specs=[{"feature_keys": ["country", "year"]}],
+                          min_slice_size=150)
+    document = _run(tmp_path, patterns["parquet"], config)
+    small = [e for e in document["slices"] if e["example_count"] < 150]
+    large = [e for e in document["slices"] if e["example_count"] >= 150]
+    assert small and large
+    assert all(e["metrics"] is None and e["weighted_example_count"] > 0 for e in small)
+    assert all(isinstance(e["metrics"], dict) for e in large)
+    assert document["slices"][0]["slice_name"] == "Overall" and document["slices"][0]["metrics"]
