@@ -6,7 +6,8 @@ Of the 2.3 s that `import apache_beam` and a first pipeline cost here, about
 - the Google Cloud I/O apache_beam.io registers (BigQuery, whose client
   pulls in IPython through tqdm.notebook, Pub/Sub, GCS; about 0.7 s), the
   gs:// file system (0.25 s), the Dataflow API client (0.08 s) and the
-  Google API client library's errors (apitools, 0.06 s);
+  Google API client library's errors (apitools, 0.06 s), and MongoDB's
+  client (pymongo and its bson, 0.05-0.1 s) for Beam's MongoDB I/O;
 - IPython (0.35 s), imported by Beam on the first transform applied only to
   ask whether this is an IPython session;
 - pandas (0.3 s): Beam's DataFrame type hints, and pyarrow, which imports
@@ -24,6 +25,7 @@ import everything.
 """
 
 import importlib.abc
+import logging
 import sys
 
 HIDDEN = (
@@ -31,6 +33,8 @@ HIDDEN = (
     "apache_beam.io.gcp.gcsfilesystem",  # the gs:// file system
     "google.cloud.dataflow",  # the Dataflow job API, for the DataflowRunner
     "apitools",  # Google API HTTP errors, for Beam's retry filters
+    "bson",  # apache_beam.io.mongodbio: MongoDB's client
+    "pymongo",
     "IPython",
     "pandas",
 )
@@ -85,4 +89,6 @@ def lean_imports(argv):
         return False
     if not any(isinstance(finder, HideFromBeam) for finder in sys.meta_path):
         sys.meta_path.insert(0, HideFromBeam())
+    # Its one warning says that the (hidden) MongoDB client is missing.
+    logging.getLogger("apache_beam.io.mongodbio").setLevel(logging.ERROR)
     return True

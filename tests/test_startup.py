@@ -54,6 +54,7 @@ def _run(args, cwd):
         capture_output=True, text=True, cwd=cwd, env=dict(os.environ, PYTHONPATH=PROJECT_ROOT),
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "bson" not in result.stderr  # no warning about a module hidden on purpose
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
