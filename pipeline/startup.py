@@ -1,4 +1,5 @@
-"""Start-up: a local run imports only what it uses.
+"""Start-up of a command-line run: a local run imports only what it uses, and
+the heap keeps the memory a batch frees for the next one.
 
 Of the 2.3 s that `import apache_beam` and a first pipeline cost here, about
 1.5 s go to modules Beam and pyarrow import only optionally, behind
@@ -22,8 +23,17 @@ as usual. Worker processes (the multi-process DirectRunner, Dask workers)
 import everything.
 
 `python -X importtime run_pipeline.py ...` shows what start-up costs.
+
+`keep_freed_memory()`: every batch allocates and frees the same large numpy
+temporaries (hundreds of KiB to MiB each). glibc's malloc serves them with
+fresh mmap()s or hands the heap's top back to the kernel after each batch,
+so every batch page-faults its memory in again: 680k page faults and 1.3-1.7
+s of system time on 20M Parquet rows (of 5-6 s). Keeping freed memory
+(mmap threshold 32 MiB, trim threshold 256 MiB) leaves 27k faults and 0.2 s;
+peak RSS moves by a few MiB, as the same memory is reused.
 """
 
+import ctypes
 import importlib.abc
 import logging
 import sys
@@ -92,3 +102,19 @@ def lean_imports(argv):
     # Its one warning says that the (hidden) MongoDB client is missing.
     logging.getLogger("apache_beam.io.mongodbio").setLevel(logging.ERROR)
     return True
+
+
+# glibc's mallopt parameters (malloc.h).
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD_BYTES = 32 << 20  # glibc's largest dynamic threshold
+TRIM_THRESHOLD_BYTES = 256 << 20
+
+
+def keep_freed_memory():
+    """Makes glibc's malloc keep freed memory for reuse (see above); False where there is no mallopt."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # glibc; musl and macOS have none
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
