@@ -250,3 +250,34 @@ def test_pipeline_does_not_import_tensorflow(tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=os.getcwd())
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_read_ahead_gives_the_items_in_order_then_the_error_and_stops_with_its_caller():
+    import concurrent.futures
+
+    from pipeline.read import _read_ahead
+
+    taken = []
+
+    def items(fail_at):
+        for i in range(5):
+            if i == fail_at:
+                raise OSError("disk on fire")
+            taken.append(i)
+            yield i
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        assert list(_read_ahead(pool, items(None))) == [0, 1, 2, 3, 4]
+        got = []
+        with pytest.raises(OSError, match="disk on fire"):
+            for item in _read_ahead(pool, items(3)):
+                got.append(item)
+        assert got == [0, 1, 2]
+        taken.clear()
+        ahead = _read_ahead(pool, items(None))
+        assert next(ahead) == 0
+        ahead.close()  # the next item is cancelled, or waited for: none is taken after
+        after_close = list(taken)
+        assert after_close in ([0], [0, 1])
+        pool.submit(lambda: None).result()  # the pool has nothing left running
+        assert taken == after_close
