@@ -158,50 +158,67 @@ class StateLayout:
         totals = np.asarray(totals)
         return totals[..., self.parts[name]].reshape(totals.shape[:-1] + self.shapes[name])
 
-    def sums(self, batch, keys=None, num_keys=1):
+    def _contributions(self, batch):
+        """What each example adds to which part: [(part, bins, number of bins, values)].
+
+        `bins` is None for a scalar part; else each example adds its value
+        to cell `bins[i]` of the part's flattened cells.
+        """
+        weights = batch.weights.astype(np.float64)
+        probabilities = batch.logistic
+        category = _label_category(batch.labels).astype(np.intp)
+        # class_ids = (logit > 0): the head's prediction, for accuracy/precision/recall.
+        class_ids = (batch.logits > 0).astype(np.intp)
+        # logistic > t <=> more than r of the sorted thresholds lie below it
+        # (a few comparisons beat a binary search per example).
+        above = np.zeros(len(batch), dtype=np.intp)
+        for threshold in self.sorted_thresholds:
+            above += probabilities > threshold
+        buckets = auc_bucket_indices(probabilities)
+        out = [
+            ("examples", None, 1, None),
+            ("loss", None, 1, weights * batch.unweighted_loss),
+            ("prediction", None, 1, weights * probabilities),
+            ("label", None, 1, weights * batch.labels),
+            ("class_ids", class_ids * _CATEGORIES + category, 2 * _CATEGORIES, weights),
+            ("thresholds", above * _CATEGORIES + category, (len(self.thresholds) + 1) * _CATEGORIES, weights),
+            ("auc", buckets * 2 + (category != _ZERO), 2 * AUC_NUM_THRESHOLDS, weights),
+        ]
+        if self.calibration:
+            out += [("calibration", buckets * 2, 2 * AUC_NUM_THRESHOLDS, weights * batch.labels),
+                    ("calibration", buckets * 2 + 1, 2 * AUC_NUM_THRESHOLDS, weights * probabilities)]
+        return out
+
+    def sums(self, batch, keys=None, num_keys=1, counts=None):
         """The state vectors of one batch's examples, by key: [num_keys, size].
 
         `keys[i]` (an int in [0, num_keys)) says which state example i adds
         to; None puts every example in key 0. An example may be listed more
-        than once in `batch` to count towards several keys. All parts come
-        from one pass of weighted `bincount`s over (key, bin, label category);
+        than once in `batch` to count towards several keys. With Poisson
+        bootstrap `counts` [n, R], the result is [num_keys, 1 + R, size]:
+        the data, then replicate r counting example i counts[i, r] times.
+        Every part comes from weighted `bincount`s over (sample, key, bin);
         no BLAS calls (OpenBLAS threads spin on a loaded machine).
         """
         n = len(batch)
         keys = np.zeros(n, dtype=np.intp) if keys is None else np.asarray(keys, dtype=np.intp)
-        weights = batch.weights.astype(np.float64)
-        probabilities = batch.logistic
-        category = _label_category(batch.labels).astype(np.intp)
-        out = np.empty((num_keys, self.size), dtype=np.float64)
-        out[:, self.parts["examples"]] = np.bincount(keys, minlength=num_keys)[:, None]
-        for name, values in (
-            ("loss", weights * batch.unweighted_loss),
-            ("prediction", weights * probabilities),
-            ("label", weights * batch.labels),
-        ):
-            out[:, self.parts[name]] = np.bincount(keys, weights=values, minlength=num_keys)[:, None]
-        # class_ids = (logit > 0): the head's prediction, for accuracy/precision/recall.
-        class_ids = (batch.logits > 0).astype(np.intp)
-        class_histogram = _keyed_histogram(keys, num_keys, class_ids, 2, category, _CATEGORIES, weights)
-        out[:, self.parts["class_ids"]] = class_histogram
-        out[:, self.parts["weight"]] = class_histogram.sum(axis=1)[:, None]  # every example once
-        # logistic > t <=> more than r of the sorted thresholds lie below it
-        # (a few comparisons beat a binary search per example).
-        above = np.zeros(n, dtype=np.intp)
-        for threshold in self.sorted_thresholds:
-            above += probabilities > threshold
-        out[:, self.parts["thresholds"]] = _keyed_histogram(
-            keys, num_keys, above, len(self.thresholds) + 1, category, _CATEGORIES, weights)
-        buckets = auc_bucket_indices(probabilities)
-        out[:, self.parts["auc"]] = _keyed_histogram(
-            keys, num_keys, buckets, AUC_NUM_THRESHOLDS, (category != _ZERO).astype(np.intp), 2, weights)
-        if self.calibration:
-            cells = keys * AUC_NUM_THRESHOLDS + buckets
-            size = num_keys * AUC_NUM_THRESHOLDS
-            calibration = out[:, self.parts["calibration"]].reshape(num_keys, AUC_NUM_THRESHOLDS, 2)
-            calibration[..., 0] = np.bincount(cells, weights * batch.labels, size).reshape(num_keys, -1)
-            calibration[..., 1] = np.bincount(cells, weights * probabilities, size).reshape(num_keys, -1)
-        return out
+        replicates = 0 if counts is None else counts.shape[1]
+        out = np.zeros((num_keys, 1 + replicates, self.size), dtype=np.float64)
+        if replicates:
+            example, replicate = np.nonzero(counts)  # Poisson(1): 37% of counts are 0
+            times = counts[example, replicate].astype(np.float64)
+        for name, bins, num_bins, values in self._contributions(batch):
+            cells = keys if bins is None else keys * num_bins + bins
+            size = num_keys * num_bins
+            part = out[..., self.parts[name]]  # a view: adding to it fills `out`
+            part[:, 0] += np.bincount(cells, values, size).reshape(num_keys, -1)
+            if replicates:
+                weights = times if values is None else values[example] * times
+                sampled = np.bincount(cells[example] + replicate * size, weights, replicates * size)
+                part[:, 1:] += sampled.reshape(replicates, num_keys, -1).transpose(1, 0, 2)
+        # The weight of every example once: its class_ids cells summed.
+        out[..., self.parts["weight"]] = out[..., self.parts["class_ids"]].sum(axis=-1, keepdims=True)
+        return out if replicates else out[:, 0]
 
 
 def _confusion(histogram):

@@ -287,8 +287,10 @@ def slice_name(key):
 class SliceStates:
     """The metric states of one (model, slicing spec), keyed by slice; merge by addition.
 
-    Rows grow by doubling; `max_slices` bounds them (SlicingError beyond),
-    so a spec with too many values fails instead of exhausting memory.
+    Each slice holds [samples, size] state vectors (one sample without
+    confidence intervals). Rows grow by doubling; `max_slices` bounds them
+    (SlicingError beyond), so a spec with too many values fails instead of
+    exhausting memory.
     """
 
     __slots__ = ("layout", "keys", "index", "state", "max_slices", "spec")
@@ -297,13 +299,13 @@ class SliceStates:
         self.layout = layout
         self.keys = []
         self.index = {}
-        self.state = MetricState(layout, (0,))
+        self.state = None  # MetricState [capacity, samples, size], from the first merge
         self.max_slices = max_slices
         self.spec = spec
 
     @classmethod
     def of_sums(cls, layout, keys, sums, max_slices=None, spec=None):
-        """States holding one batch's vectors `sums` [len(keys), size]."""
+        """States holding one batch's vectors `sums` [len(keys), samples, size]."""
         states = cls(layout, max_slices, spec)
         states._check(len(keys))
         states.keys = list(keys)
@@ -321,7 +323,7 @@ class SliceStates:
                 "raise max_slices or slice by fewer values"
             )
 
-    def _rows_for(self, keys):
+    def _rows_for(self, keys, sample_shape):
         index = self.index
         new = [key for key in keys if key not in index]
         if new:
@@ -329,31 +331,34 @@ class SliceStates:
             for key in new:
                 index[key] = len(self.keys)
                 self.keys.append(key)
-            capacity = self.state.hi.shape[0]
-            if len(self.keys) > capacity:
-                grown = MetricState(self.layout, (max(len(self.keys), 2 * capacity),))
+        capacity = 0 if self.state is None else self.state.hi.shape[0]
+        if len(self.keys) > capacity:
+            grown = MetricState(self.layout, (max(len(self.keys), 2 * capacity),) + sample_shape)
+            if capacity:
                 grown.hi[:capacity], grown.lo[:capacity] = self.state.hi, self.state.lo
-                self.state = grown
+            self.state = grown
         return np.fromiter((index[key] for key in keys), dtype=np.intp, count=len(keys))
 
     def merge(self, other):
         if other.layout != self.layout:
             raise ValueError("cannot merge metric states of different heads")
+        self.spec = self.spec or other.spec
         if other.keys:
-            rows = self._rows_for(other.keys)
             used = len(other.keys)
+            rows = self._rows_for(other.keys, other.state.hi.shape[1:-1])
             self.state.add(other.state.hi[:used], other.state.lo[:used], where=rows)
         return self
 
     def sorted_items(self):
-        """(keys, totals [n, size]) with keys sorted (TFMA's order of values)."""
-        order = sorted(range(len(self.keys)), key=lambda i: self.keys[i])
-        totals = self.state.totals()[: len(self.keys)]
-        return [self.keys[i] for i in order], totals[np.asarray(order, dtype=np.intp)]
+        """(keys, totals [n, samples, size]) with keys sorted (TFMA's order of values)."""
+        order = np.asarray(sorted(range(len(self.keys)), key=lambda i: self.keys[i]), dtype=np.intp)
+        if self.state is None:
+            return [], np.zeros((0, 1, self.layout.size))
+        return [self.keys[i] for i in order], self.state.totals()[order]
 
 
 def slice_states(layout, specs, evaluated, num_rows, elements_per_row, memberships,
-                 max_slices=None):
+                 max_slices=None, groups=None, num_groups=1, counts=None):
     """Every (model, spec)'s SliceStates of one batch, from one histogram pass.
 
     `evaluated` holds every model's examples one after another (an
@@ -363,7 +368,10 @@ def slice_states(layout, specs, evaluated, num_rows, elements_per_row, membershi
     combined into atoms: the combinations of their slices that rows fall in.
     Each example is counted once, in its row's atom, and each spec's slices
     are sums of atoms; a list-valued spec's (row, slice) pairs are keys of
-    their own in the same pass. Returns {(model index, spec index): SliceStates}.
+    their own in the same pass. Confidence-interval samples are one more
+    axis of the same pass: jackknife `groups` [num_rows] (each row's group of
+    K) or Poisson bootstrap `counts` [num_rows, R]; each state then holds
+    [K or 1 + R, size] vectors. Returns {(model index, spec index): SliceStates}.
     """
     per_model = num_rows * elements_per_row
     num_models = len(evaluated) // per_model
@@ -389,14 +397,22 @@ def slice_states(layout, specs, evaluated, num_rows, elements_per_row, membershi
         offsets[s] = num_keys
         num_keys += len(keys)
     rows, keys = np.concatenate(key_rows), np.concatenate(key_codes)
+    if groups is not None:  # jackknife: the row's group is part of the key
+        keys = keys * num_groups + groups[rows]
+        num_keys *= num_groups
+    element_rows = rows
     if elements_per_row > 1:  # every element of a row is in the row's slices
+        element_rows = np.repeat(rows, elements_per_row)
         rows = (rows[:, None] * elements_per_row + np.arange(elements_per_row)).reshape(-1)
         keys = np.repeat(keys, elements_per_row)
     model_keys = (keys[None, :] + num_keys * np.arange(num_models)[:, None]).reshape(-1)
     if listed_specs:
         examples = (rows[None, :] + per_model * np.arange(num_models)[:, None]).reshape(-1)
         evaluated = _take(evaluated, examples)
-    sums = layout.sums(evaluated, model_keys, num_models * num_keys).reshape(num_models, num_keys, -1)
+    sampled = None if counts is None else np.tile(counts[element_rows], (num_models, 1))
+    sums = layout.sums(evaluated, model_keys, num_models * num_keys, sampled)
+    num_keys = len(table) + sum(len(memberships[s][2]) for s in listed_specs)
+    sums = sums.reshape(num_models, num_keys, -1, layout.size)  # [model, key, sample, size]
     out = {}
     for column, s in enumerate(atom_specs):
         slice_keys = memberships[s][2]

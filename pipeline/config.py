@@ -12,6 +12,7 @@ import yaml
 from apache_beam.io.filesystems import FileSystems
 
 from head import BinaryClassHead
+from head.intervals import METHODS, IntervalSpec
 from head.slicing import SliceSpec
 
 HEAD_DEFAULTS = {
@@ -29,7 +30,8 @@ POLICIES = ("fail", "reject")
 SLICING_DEFAULTS = {"slicing_specs": None, "min_slice_size": 1, "max_slices": 10000}
 MODEL_KEYS = ("name", "logits", "is_baseline")
 SLICING_SPEC_KEYS = ("feature_keys", "feature_values", "bucket_boundaries")
-TOP_LEVEL = ("head", "columns", "models", *SLICING_DEFAULTS, "invalid_rows")
+INTERVAL_DEFAULTS = {"method": "jackknife", "num_samples": 20, "level": 0.95, "seed": 0}
+TOP_LEVEL = ("head", "columns", "models", *SLICING_DEFAULTS, "confidence_intervals", "invalid_rows")
 
 
 class ConfigError(ValueError):
@@ -53,6 +55,7 @@ class EvalConfig:
     slicing_specs: tuple = (SliceSpec(),)  # the overall slice first, always
     min_slice_size: int = 1
     max_slices: int = 10000
+    confidence_intervals: IntervalSpec = None  # None: no intervals
     invalid_rows: dict = dataclasses.field(default_factory=lambda: dict(INVALID_ROWS_DEFAULTS))
 
     @property
@@ -85,6 +88,7 @@ class EvalConfig:
             "slicing_specs": [_spec_as_dict(s) for s in self.slicing_specs],
             "min_slice_size": self.min_slice_size,
             "max_slices": self.max_slices,
+            "confidence_intervals": self.confidence_intervals and self.confidence_intervals.as_dict(),
             "invalid_rows": dict(self.invalid_rows),
         }
 
@@ -179,6 +183,7 @@ def parse_config(raw):
         limits[key] = value
 
     config = EvalConfig(head=head, columns=columns, models=models, slicing_specs=specs,
+                        confidence_intervals=_parse_intervals(raw.get("confidence_intervals")),
                         invalid_rows=invalid_rows, **limits)
     try:
         config.build_head()
@@ -260,6 +265,26 @@ def _parse_slicing_specs(raw):
             raise ConfigError(f"{where}: the same slicing spec is listed twice: {spec}")
         specs.append(spec)
     return tuple(specs)
+
+
+def _parse_intervals(raw):
+    if raw is None:
+        return None
+    _check_keys(raw, tuple(INTERVAL_DEFAULTS), "confidence_intervals")
+    spec = dict(INTERVAL_DEFAULTS, **raw)
+    if spec["method"] not in METHODS:
+        raise ConfigError(f"confidence_intervals.method: must be one of {', '.join(METHODS)}, "
+                          f"got {spec['method']!r}")
+    samples = spec["num_samples"]
+    if isinstance(samples, bool) or not isinstance(samples, int) or not 2 <= samples <= 1000:
+        raise ConfigError(f"confidence_intervals.num_samples: must be a whole number from 2 to 1000, got {samples!r}")
+    level = spec["level"]
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
+        raise ConfigError(f"confidence_intervals.level: must be a number in (0, 1), got {level!r}")
+    seed = spec["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"confidence_intervals.seed: must be a whole number >= 0, got {seed!r}")
+    return IntervalSpec(**spec)
 
 
 def _field_of(message):

@@ -4,16 +4,21 @@ import collections
 import json
 
 import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 import numpy as np
 import pyarrow as pa
 
 from head import BadInputError, EvaluatedBatch
 from head.arrow import column_values, head_inputs, to_arrow
-from head.slicing import SliceStates, SlicingError, slice_states
+from head.slicing import SliceStates, SlicingError, slice_states, sliceable_type_problem
 
 COUNTER_NAMESPACE = "beam_head_eval"
 PREDICTIONS_TAG = "predictions"
 METRICS_TAG = "metrics"
+# Rows whose slice states are made at once (see EvaluateBatch._pend).
+CHUNK_ROWS = 1 << 18
 REJECTED_TAG = "rejected"
 
 REJECTED_SCHEMA = pa.schema(
@@ -128,24 +133,66 @@ class EvaluateBatch(beam.DoFn):
         self._rows_evaluated.inc(batch.num_rows)
         if evaluated is not None:
             counts.negative_weights = int((evaluated[0].weights < 0).sum())
-            yield from self._slice_states(source.path, batch, evaluated)
+            yield from self._pend(source.path, batch, rows_in_file, evaluated)
             if self._plan.prediction_keys:
                 yield beam.pvalue.TaggedOutput(PREDICTIONS_TAG, self._predictions_table(batch, logits))
         yield counts
 
-    def _slice_states(self, path, batch, evaluated):
+    def start_bundle(self):
+        self._pending = []  # (slice columns, per-model EvaluatedBatch, interval samples) per batch
+        self._pending_rows = 0
+
+    def _pend(self, path, batch, rows_in_file, evaluated):
+        """Keeps an evaluated batch until CHUNK_ROWS rows wait, then emits their slice states.
+
+        The state vectors of every (model, slice[, sample]) are made once per
+        chunk, not per batch: with many slices or interval samples they
+        outweigh the rows of one batch.
+        """
         plan = self._plan
-        try:
-            encoded = {}  # each slice column encoded once per batch
-            memberships = [spec.rows(batch, encoded) for spec in plan.slicing_specs]
-            states = slice_states(
-                plan.layout, plan.slicing_specs, EvaluatedBatch.concatenate(evaluated),
-                batch.num_rows, len(evaluated[0]) // batch.num_rows, memberships,
-                plan.config.max_slices)
-        except SlicingError as e:
-            raise SlicingError(f"{path}: {e}") from None
+        columns = [c for c in plan.slice_columns if c in batch.schema.names]
+        for column in columns:  # named with the file now, before rows of several files mix
+            problem = sliceable_type_problem(batch.schema.field(column).type)
+            if problem:
+                raise SlicingError(f"{path}: slice column {column!r}: {problem}")
+        sliced = batch.select(columns)
+        if self._pending and sliced.schema != self._pending[0][0].schema:
+            yield from self._flush()
+        intervals = plan.config.confidence_intervals
+        # Each row's interval samples: a function of (seed, file, row number) only.
+        samples = intervals.row_samples(path, rows_in_file) if intervals else {}
+        self._pending.append((sliced, evaluated, samples))
+        self._pending_rows += batch.num_rows
+        if self._pending_rows >= CHUNK_ROWS:
+            yield from self._flush()
+
+    def _flush(self):
+        """The pending rows' SliceStates, keyed by (model index, spec index)."""
+        if not self._pending:
+            return
+        pending, self._pending, self._pending_rows = self._pending, [], 0
+        plan = self._plan
+        batch = pa.Table.from_batches([p[0] for p in pending]).unify_dictionaries().combine_chunks()
+        num_rows = batch.num_rows
+        batch = batch.to_batches()[0] if num_rows else pending[0][0]
+        evaluated = EvaluatedBatch.concatenate([
+            EvaluatedBatch.concatenate([p[1][m] for p in pending]) for m in range(len(plan.models))])
+        samples = {name: np.concatenate([p[2][name] for p in pending]) for name in ("groups", "counts")
+                   if name in pending[0][2]}
+        if "num_groups" in pending[0][2]:
+            samples["num_groups"] = pending[0][2]["num_groups"]
+        encoded = {}  # each slice column encoded once per chunk
+        memberships = [spec.rows(batch, encoded) for spec in plan.slicing_specs]
+        states = slice_states(
+            plan.layout, plan.slicing_specs, evaluated, num_rows,
+            len(evaluated) // (num_rows * len(plan.models)), memberships, plan.config.max_slices, **samples)
         for key, value in states.items():
             yield beam.pvalue.TaggedOutput(METRICS_TAG, (key, value))
+
+    def finish_bundle(self):
+        for output in self._flush():
+            yield beam.pvalue.TaggedOutput(
+                output.tag, WindowedValue(output.value, MIN_TIMESTAMP, [GlobalWindow()]))
 
     def _unreadable(self, source):
         if not self._plan.config.rejects_rows:

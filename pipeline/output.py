@@ -3,6 +3,7 @@
 import json
 import uuid
 
+import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from head import MetricState
@@ -55,14 +56,27 @@ def slice_results(keyed_states, plan):
 
 
 def _entries(plan, model, keys, totals):
-    layout = plan.layout
-    values = plan.head.metric_arrays(totals, layout)
-    counts = layout.part(totals, "examples")
-    weights = layout.part(totals, "weight")
+    """metrics.json entries of one model's slices from their states [n, samples, size].
+
+    With confidence intervals, every metric of a shown slice gets lower,
+    upper and standard_error from its values on the K samples (computed for
+    all slices and samples at once); the values travel on in `_samples` for
+    the diffs' intervals and are dropped from the document.
+    """
+    layout, intervals = plan.layout, plan.config.confidence_intervals
+    if intervals:  # every metric of every slice and sample at once
+        values, sample_values, bounds = intervals.metrics(
+            lambda states: plan.head.metric_arrays(states, layout), totals)
+        point = intervals.point_and_samples(totals)[0]
+    else:
+        point = totals[:, 0]
+        values = plan.head.metric_arrays(point, layout)
+    counts = layout.part(point, "examples")
+    weights = layout.part(point, "weight")
     for i, key in enumerate(keys):
         count = int(counts[i])
         shown = bool(key == OVERALL or count >= plan.config.min_slice_size)
-        yield {
+        entry = {
             "model": model.name,
             "slice": {column: _json_slice_value(value) for column, value in key},
             "slice_name": slice_name(key),
@@ -70,6 +84,20 @@ def _entries(plan, model, keys, totals):
             "weighted_example_count": float(weights[i]),
             "metrics": {k: float(v[i]) for k, v in values.items()} if shown else None,
         }
+        if intervals and shown:
+            entry["confidence_intervals"] = {k: _interval(*(b[i] for b in bounds[k])) for k in values}
+            entry["_samples"] = np.stack([sample_values[k][i] for k in values])  # [metrics, K]
+        yield entry
+
+
+def _interval(lower, upper, standard_error):
+    return {"lower": float(lower), "upper": float(upper), "standard_error": float(standard_error)}
+
+
+def _with_interval(entry, key):
+    value = entry["metrics"][key]
+    bounds = (entry.get("confidence_intervals") or {}).get(key)
+    return f"{value:.6f} ± {bounds['upper'] - value:.6f}" if bounds else value
 
 
 def _json_slice_value(value):
@@ -87,7 +115,8 @@ def metrics_document(counts, keyed_results, plan, run_info):
     metrics and counts are the first non-baseline model's overall slice.
     """
     by_key = dict(keyed_results)
-    empty = MetricState(plan.layout).totals()[None]
+    intervals = plan.config.confidence_intervals
+    empty = MetricState(plan.layout, (1, intervals.state_samples if intervals else 1)).totals()
     slices = []
     for m, model in enumerate(plan.models):
         if (m, 0) not in by_key:  # no row evaluated: the overall slice is empty
@@ -110,6 +139,13 @@ def metrics_document(counts, keyed_results, plan, run_info):
                     other = base.get((id_spec, entry["slice_name"]))
                     if other and entry["metrics"] is not None and other["metrics"] is not None:
                         entry["diff"] = {k: v - other["metrics"][k] for k, v in entry["metrics"].items()}
+                        if "_samples" in entry:  # paired: the same rows left out of both
+                            diffs = np.array(list(entry["diff"].values()))
+                            bounds = intervals.intervals(diffs, entry["_samples"] - other["_samples"])
+                            entry["diff_confidence_intervals"] = {
+                                k: _interval(*(b[j] for b in bounds)) for j, k in enumerate(entry["diff"])}
+    for entry in slices:
+        entry.pop("_samples", None)
     primary = next(i for i, model in enumerate(plan.models) if not model.is_baseline)
     overall = by_key[primary, 0][0]
     return {
@@ -168,20 +204,28 @@ def remove_staging(staging):
 
 
 def format_table(document):
-    """The overall metrics of each model as a text table, for the terminal."""
+    """The overall metrics of each model as a text table, for the terminal.
+
+    With confidence intervals, a metric reads `value ± half-width`.
+    """
     overall = [e for e in document["slices"] if not e["slice"]]
     names = [e["model"] or "value" for e in overall]
     keys = list(overall[0]["metrics"])
-    rows = [(k, [e["metrics"][k] for e in overall]) for k in keys]
+    rows = [(k, [_with_interval(e, k) for e in overall]) for k in keys]
     rows += [(k, [e[k] for e in overall]) for k in ("example_count", "weighted_example_count")]
     rows += [(k, [document[k]] * len(overall)) for k in ("rows_read", "rows_rejected")]
     width = max(len(k) for k, _ in rows)
-    columns = [max(12, len(n)) for n in names]
+    shown = [(k, [v if isinstance(v, str) else f"{v:d}" if isinstance(v, int) else f"{v:.6f}" for v in values])
+             for k, values in rows]
+    columns = [max(12, len(n), *(len(values[i]) for _, values in shown)) for i, n in enumerate(names)]
     lines = [f"{'metric'.ljust(width)}  " + "  ".join(n.rjust(c) for n, c in zip(names, columns)),
              f"{'-' * width}  " + "  ".join("-" * c for c in columns)]
-    for key, values in rows:
-        shown = [f"{v:d}" if isinstance(v, int) else f"{v:.6f}" for v in values]
-        lines.append(f"{key.ljust(width)}  " + "  ".join(v.rjust(c) for v, c in zip(shown, columns)))
+    for key, values in shown:
+        lines.append(f"{key.ljust(width)}  " + "  ".join(v.rjust(c) for v, c in zip(values, columns)))
+    intervals = document["run"].get("config", {}).get("confidence_intervals")
+    if intervals:
+        lines.append(f"± half-width of the {intervals['level']:.0%} confidence interval "
+                     f"({intervals['method']}, {intervals['num_samples']} samples)")
     per_model = len(document["slices"]) // max(len(overall), 1)
     if per_model > 1:
         lines.append(f"{per_model} slices per model (overall included) in metrics.json")

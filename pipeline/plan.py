@@ -78,6 +78,11 @@ class EvalPlan:
         return self.config.slicing_specs
 
     @property
+    def slice_columns(self):
+        """Every column a slicing spec reads, once."""
+        return tuple(dict.fromkeys(c for spec in self.slicing_specs for c in spec.columns))
+
+    @property
     def wants_features(self):
         return self.head.loss_fn_wants_features
 

@@ -321,3 +321,7 @@ def test_bundled_sliced_and_two_model_configs_on_the_demo_data(tmp_path):
     for key, value in expected_diff.items():
         assert math.isclose(entry["diff"][key], value, rel_tol=1e-7, abs_tol=1e-12), key
     assert document["metrics"] == document["slices"][0]["metrics"]
+    # Every metric and diff has its interval; the paired diff's is the narrower.
+    auc = entry["confidence_intervals"]["auc"]
+    assert auc["lower"] < entry["metrics"]["auc"] < auc["upper"]
+    assert 0 < entry["diff_confidence_intervals"]["auc"]["standard_error"] < auc["standard_error"]

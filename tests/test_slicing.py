@@ -180,6 +180,7 @@ def test_every_model_and_slice_equals_the_head_on_that_slice(width):
                 assert (m, s) not in states
                 continue
             keys, totals = states[m, s].sorted_items()
+            totals = totals[:, 0]  # no confidence-interval samples: one state vector per slice
             assert [_bucket_free(k) for k in keys] == sorted(expected_slices)
             ours = HEAD.metric_arrays(totals)
             for i, key in enumerate(keys):
@@ -196,7 +197,7 @@ def test_every_model_and_slice_equals_the_head_on_that_slice(width):
 def test_states_of_different_heads_do_not_merge():
     other = BinaryClassHead(thresholds=[0.5])
     with pytest.raises(ValueError, match="different heads"):
-        SliceStates(HEAD.layout).merge(SliceStates.of_sums(other.layout, [()], np.zeros((1, other.layout.size))))
+        SliceStates(HEAD.layout).merge(SliceStates.of_sums(other.layout, [()], np.zeros((1, 1, other.layout.size))))
     with pytest.raises(ValueError, match="different heads"):
         HEAD.new_state().merge(other.new_state())
 
@@ -204,11 +205,11 @@ def test_states_of_different_heads_do_not_merge():
 def test_max_slices_is_an_error_naming_the_spec():
     spec = SliceSpec(("id",))
     states = SliceStates(HEAD.layout, max_slices=5, spec=spec)
-    states.merge(SliceStates.of_sums(HEAD.layout, [(("id", i),) for i in range(5)], np.zeros((5, HEAD.layout.size))))
+    states.merge(SliceStates.of_sums(HEAD.layout, [(("id", i),) for i in range(5)], np.zeros((5, 1, HEAD.layout.size))))
     with pytest.raises(SlicingError, match=r"slicing spec \{feature_keys: \[id\]\} has more than max_slices 5"):
-        states.merge(SliceStates.of_sums(HEAD.layout, [(("id", 9),)], np.zeros((1, HEAD.layout.size))))
+        states.merge(SliceStates.of_sums(HEAD.layout, [(("id", 9),)], np.zeros((1, 1, HEAD.layout.size))))
     with pytest.raises(SlicingError, match="max_slices 3"):
-        SliceStates.of_sums(HEAD.layout, [(("id", i),) for i in range(4)], np.zeros((4, HEAD.layout.size)),
+        SliceStates.of_sums(HEAD.layout, [(("id", i),) for i in range(4)], np.zeros((4, 1, HEAD.layout.size)),
                             max_slices=3, spec=spec)
 
 
@@ -232,7 +233,7 @@ def _assert_same(a, b):
         keys_a, totals_a = a[key].sorted_items()
         keys_b, totals_b = b[key].sorted_items()
         assert keys_a == keys_b
-        ma, mb = HEAD.metric_arrays(totals_a), HEAD.metric_arrays(totals_b)
+        ma, mb = HEAD.metric_arrays(totals_a[:, 0]), HEAD.metric_arrays(totals_b[:, 0])
         for metric in ma:
             np.testing.assert_allclose(ma[metric], mb[metric], rtol=REL, atol=1e-15, err_msg=str((key, metric)))
 
