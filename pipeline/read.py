@@ -7,7 +7,8 @@ row in that file, which bad-input errors need.
 
 - Parquet: each file is cut into ranges of whole row groups (from the footer
   only), ranges are redistributed with Reshuffle, and each range is read in
-  batches of `batch_size` rows with only the needed columns.
+  batches of `batch_size` rows with only the needed columns, the next batch
+  on a thread of its own while the current one is evaluated.
 - TFRecord (tf.train.Example): pipeline.tfrecord reads a whole file's
   records in batches (CRC-checked, in C, without importing TensorFlow, on a
   thread of its own) and decodes the needed features straight to Arrow (in
@@ -127,7 +128,8 @@ class ReadParquetRange(beam.DoFn):
 
     `dictionary_columns` (string columns only slicing reads) arrive
     dictionary-encoded, as Parquet stores them: slicing then needs no
-    encoding of its own.
+    encoding of its own. The next batch is read on a thread of its own
+    (pyarrow releases the GIL) while the current one is evaluated.
     """
 
     def __init__(self, columns, batch_size=DEFAULT_BATCH_SIZE, dictionary_columns=()):
@@ -135,6 +137,12 @@ class ReadParquetRange(beam.DoFn):
         self._batch_size = batch_size
         self._dictionary_columns = list(dictionary_columns) or None
         self._input_bytes = beam.metrics.Metrics.counter(COUNTER_NAMESPACE, "input_bytes")
+
+    def setup(self):
+        self._reader = concurrent.futures.ThreadPoolExecutor(1, "read-parquet")
+
+    def teardown(self):
+        self._reader.shutdown()
 
     def process(self, element):
         if isinstance(element, SourceBatch):  # the file's footer was unreadable
@@ -148,9 +156,10 @@ class ReadParquetRange(beam.DoFn):
                 # Missing columns are left for the evaluation to name.
                 names = set(parquet_file.schema_arrow.names)
                 columns = [c for c in self._columns if c in names]
-            for batch in parquet_file.iter_batches(
+            batches = parquet_file.iter_batches(
                 batch_size=self._batch_size, row_groups=list(element.row_groups), columns=columns
-            ):
+            )
+            for batch in _read_ahead(self._reader, batches):
                 yield SourceBatch(path, row, batch)
                 row += batch.num_rows
         except Exception as e:  # a truncated or corrupt row group
@@ -328,7 +337,11 @@ def first_batch(path, file_format):
         metadata = _open_parquet(path).metadata
         first_group = ReadRange(path, (0,), 0, metadata.row_group(0).num_rows if metadata.num_row_groups else 0)
         reader = ReadParquetRange(columns=None, batch_size=1)
-        sources = reader.process(first_group) if metadata.num_row_groups else []
+        reader.setup()
+        try:
+            return _first_source_batch(path, reader.process(first_group) if metadata.num_row_groups else [])
+        finally:
+            reader.teardown()
     else:
         # Decoded as ReadTFRecordFile decodes without feature types (all
         # features, as tfx-bsl does), by our decoder: no tfx-bsl to import.
@@ -338,7 +351,6 @@ def first_batch(path, file_format):
         except Exception as e:  # TFRecordError, ExampleError, OSError, zlib.error
             raise InputError(f"{path}: cannot read TFRecord: {e}") from e
         return None
-    return _first_source_batch(path, sources)
 
 
 def _first_source_batch(path, sources):
