@@ -346,6 +346,8 @@ class SliceStates:
         if other.keys:
             used = len(other.keys)
             rows = self._rows_for(other.keys, other.state.hi.shape[1:-1])
+            if rows[-1] == used - 1 and np.array_equal(rows, np.arange(used)):
+                rows = slice(0, used)  # the same slices in the same order: no gather, no scatter
             self.state.add(other.state.hi[:used], other.state.lo[:used], where=rows)
         return self
 
@@ -409,8 +411,8 @@ def slice_states(layout, specs, evaluated, num_rows, elements_per_row, membershi
     if listed_specs:
         examples = (rows[None, :] + per_model * np.arange(num_models)[:, None]).reshape(-1)
         evaluated = _take(evaluated, examples)
-    sampled = None if counts is None else np.tile(counts[element_rows], (num_models, 1))
-    sums = layout.sums(evaluated, model_keys, num_models * num_keys, sampled)
+    count_rows = None if counts is None else np.tile(element_rows, num_models)
+    sums = layout.sums(evaluated, model_keys, num_models * num_keys, counts, count_rows)
     num_keys = len(table) + sum(len(memberships[s][2]) for s in listed_specs)
     sums = sums.reshape(num_models, num_keys, -1, layout.size)  # [model, key, sample, size]
     out = {}

@@ -18,7 +18,7 @@ COUNTER_NAMESPACE = "beam_head_eval"
 PREDICTIONS_TAG = "predictions"
 METRICS_TAG = "metrics"
 # Rows whose slice states are made at once (see EvaluateBatch._pend).
-CHUNK_ROWS = 1 << 18
+CHUNK_ROWS = 1 << 19
 REJECTED_TAG = "rejected"
 
 REJECTED_SCHEMA = pa.schema(

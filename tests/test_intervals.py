@@ -137,6 +137,26 @@ def test_poisson_counts_are_poisson_one_and_independent_across_replicates():
     assert np.all(np.abs(correlation) < 0.02)
 
 
+def test_poisson_counts_table_lookup_is_exactly_the_cdf_search():
+    from head.intervals import _GOLDEN, _POISSON_CDF, _mix, _uniform
+
+    hashes = row_hashes(9, "f", np.arange(50_000))
+    counts = poisson_counts(hashes, 30)
+    with np.errstate(over="ignore"):
+        draws = _mix(hashes[:, None] ^ _mix(np.arange(1, 31, dtype=np.uint64) * _GOLDEN)[None, :])
+    assert np.array_equal(counts, np.searchsorted(_POISSON_CDF, _uniform(draws), side="right"))
+    # Draws at and around every CDF value, where the table alone cannot decide.
+    edges = (_POISSON_CDF[:-1] * (1 << 53)).astype(np.uint64)
+    near = (edges[:, None] + np.arange(-2, 3, dtype=np.int64).astype(np.uint64)[None, :]).ravel() << np.uint64(11)
+    from head import intervals
+
+    top = (near >> np.uint64(48)).astype(np.intp)
+    table = intervals._COUNT_TABLE[top].astype(np.int64)
+    table[intervals._COUNT_UNDECIDED[top]] = -1
+    expected = np.searchsorted(_POISSON_CDF, _uniform(near), side="right")
+    assert np.all((table == expected) | (table == -1))
+
+
 def test_jackknife_standard_error_and_bounds_by_formula():
     spec = IntervalSpec(method=JACKKNIFE, num_samples=5, level=0.9)
     samples = np.array([1.0, 2.0, 4.0, 3.0, 5.0])
