@@ -11,8 +11,9 @@ records into Arrow buffers (pipeline/_example.c, a decoder of the
 tf.train.Example wire format that accepts and refuses what protobuf does).
 tfx-bsl's ExamplesToRecordBatchDecoder, given a schema of the same
 features, gives the same columns but parses every record into a protobuf
-message first: per record, about 2 us against 0.1 us here (CRC checks
-0.02 us), which made decoding the larger part of a TFRecord run.
+message first: per record, about 1.5 us of CPU against 0.2 us here (CRC
+checks 0.02-0.03 us; benchmarks/tfrecord_profile.py), which made decoding
+the larger part of a TFRecord run.
 """
 
 import typing
