@@ -18,6 +18,8 @@ INSTALL_REQUIRES = [
     "tensorflow==2.21.0",
     "tfx-bsl==1.21.0",
     "tensorflow-model-analysis==0.52.0",
+    # plots.png next to report.html (the Agg canvas only).
+    "matplotlib==3.11.2",
 ]
 
 EXTRAS_REQUIRE = {
@@ -39,7 +41,8 @@ setuptools.setup(
     # the demo data) work from an installed package, on any working directory.
     packages=["head", "pipeline", "pipeline.configs", "pipeline.demo"],
     package_dir={"pipeline.configs": "configs", "pipeline.demo": "data/demo"},
-    package_data={"pipeline.configs": ["*.yaml"], "pipeline.demo": ["scores.parquet"]},
+    package_data={"pipeline": ["report.css", "report.js"], "pipeline.configs": ["*.yaml"],
+                  "pipeline.demo": ["scores.parquet"]},
     py_modules=["run_pipeline"],
     # TFRecord framing and tf.train.Example decoding in C (pipeline/tfrecord.py
     # says why): built from the sdist on Dataflow workers too, whose images

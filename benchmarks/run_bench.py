@@ -16,8 +16,8 @@ manifest matches):
   alternately, `--repeats` times each, every run a whole process timed from
   outside (wall from fork to exit, peak RSS from /usr/bin/time -v);
 - Parquet 20M and TFRecord 1M also run with `--direct_num_workers=2` (both
-  cores through the FnApiRunner), alternating with the others, and must give
-  identical metrics;
+  cores through the FnApiRunner), alternating with the others; their metrics
+  are compared with one worker's (equal to rounding);
 - TFMA (benchmarks/tfma_run.py, model-free run_model_analysis) once on the
   100k TFRecord set;
 - the pipeline's metrics are checked against the reference's (1e-6 relative);
@@ -26,7 +26,11 @@ manifest matches):
   tf.io.parse_example;
 - start-up: `python -X importtime` of a whole demo run, and of
   `import apache_beam` alone (--skip-extras leaves out these last two and
-  the two-worker runs).
+  the two-worker runs);
+- the outputs' cost on the largest Parquet set: the pipeline with
+  `outputs: {report: false, plots: false, tfma: false}`, with report and
+  plots on (the default), and with tfma/ too, alternately, plus a process
+  that only imports TFMA (the tfma/ output may add that and 2 s).
 
 Results: a markdown table on stdout and in bench_output/results.md, all
 numbers in bench_output/results.json, each run's output under
@@ -338,6 +342,68 @@ def run_startup(python, out_dir, timeout, demo):
     return result
 
 
+# The outputs' cost (`outputs` in the config): names, their outputs section.
+OUTPUT_CASES = (
+    ("outputs off", {"report": False, "plots": False, "tfma": False}),
+    ("report + plots", {"report": True, "plots": True, "tfma": False}),
+    ("report + plots + tfma", {"report": True, "plots": True, "tfma": True}),
+)
+TFMA_IMPORT = "import tensorflow_model_analysis"
+
+
+def run_output_cases(case, repeats, python, out_dir, timeout, config):
+    """The pipeline on `case` with each OUTPUT_CASES config, alternately, and TFMA's import alone."""
+    import yaml
+
+    result = {"name": case["name"], "rows": case["rows"], "error": case.get("error"), "runs": {}}
+    if case.get("error"):
+        return result
+    with open(os.path.join(ROOT, config)) as f:
+        base = yaml.safe_load(f)
+    configs = {}
+    for name, outputs in OUTPUT_CASES:
+        path = os.path.join(out_dir, "configs", re.sub(r"[^a-z0-9]+", "-", name) + ".yaml")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            yaml.safe_dump(dict(base, outputs=outputs), f)
+        configs[name] = path
+        result["runs"][name] = []
+    result["runs"][TFMA_IMPORT] = []
+    for repeat in range(repeats):
+        for name, _ in OUTPUT_CASES:
+            slug = re.sub(r"[^a-z0-9]+", "-", name)
+            output = os.path.join(out_dir, "runs", "outputs", f"{slug}-{repeat}")
+            argv = [python, "run_pipeline.py", "--input", case["glob"], "--format", case["format"],
+                    "--config", configs[name], "--output", output,
+                    "--runner=DirectRunner", "--direct_running_mode=in_memory"]
+            record = run_process(name, argv, os.path.join(out_dir, "logs", "outputs", f"{slug}-{repeat}.log"), timeout)
+            result["runs"][name].append(record)
+            log(_run_line(f"outputs {case['name']}", record, repeat))
+        record = run_process("tfma import", [python, "-c", TFMA_IMPORT],
+                             os.path.join(out_dir, "logs", "outputs", f"tfma-import-{repeat}.log"), timeout)
+        result["runs"][TFMA_IMPORT].append(record)
+        log(_run_line("import TFMA", record, repeat))
+    result["summary"] = {name: summarize(runs, case["rows"]) for name, runs in result["runs"].items()}
+    return result
+
+
+def output_targets(outputs):
+    """The issue's two limits on what the outputs may cost."""
+    walls = {name: (summary or {}).get("median_wall") for name, summary in (outputs.get("summary") or {}).items()}
+    off, on, tfma = (walls.get(name) for name, _ in OUTPUT_CASES)
+    import_wall = walls.get(TFMA_IMPORT)
+    rows = human(outputs["rows"]) if outputs.get("rows") else "?"
+    extra = tfma - on - import_wall if None not in (tfma, on, import_wall) else None
+    out = []
+    for label, value, op, limit, unit in (
+            (f"Parquet {rows}: wall with report + plots / outputs off", _ratio(on, off), "<=", 1.3, "x"),
+            (f"Parquet {rows}: tfma/ output's extra wall - TFMA import wall", extra, "<=", 2.0, " s")):
+        verdict = "ERROR (not measured)" if value is None else (
+            "PASS" if {"<=": value <= limit}[op] else "FAIL")
+        out.append({"target": label, "value": value, "op": op, "limit": limit, "unit": unit, "result": verdict})
+    return out
+
+
 def run_tfma(case, python, out_dir, timeout, repeats):
     runs = []
     if not case.get("error"):
@@ -521,6 +587,14 @@ def markdown(report):
             f"{_f(tfma.get('max_relative_difference'), '{:.1e}')} ({tfma.get('worst_key') or '-'}) |"
         )
     lines += _two_worker_lines(cases) + _profile_lines(report.get("profile")) + _startup_lines(report.get("startup"))
+    outputs = report.get("outputs") or {}
+    if outputs.get("summary") or outputs.get("error"):
+        lines += ["", f"| outputs ({outputs.get('name')}) | wall s | CPU s | RSS MiB |", "| --- | --- | ---: | ---: |"]
+        if outputs.get("error"):
+            lines.append(f"| ERROR: {_cell(outputs['error'])} | | | |")
+        for name, summary in (outputs.get("summary") or {}).items():
+            lines.append(f"| {name} | {_wall(summary)} | {_f(summary.get('median_cpu_s'))} | "
+                         f"{_f(summary.get('peak_rss_mib'), '{:.0f}')} |")
     lines += ["", "| target | measured | limit | result |", "| --- | ---: | ---: | --- |"]
     for t in report["targets"]:
         value = t["value"]
@@ -614,6 +688,8 @@ def main(argv=None):
     parser.add_argument("--skip-tfma", action="store_true")
     parser.add_argument("--skip-extras", action="store_true",
                         help="no two-worker runs, TFRecord per-record profile or start-up measurement")
+    parser.add_argument("--only-outputs", action="store_true",
+                        help="only the outputs' cost on the largest Parquet set (no reference, no TFMA run)")
     parser.add_argument("--data-dir", default=os.path.join(ROOT, "bench_data"))
     parser.add_argument("--out-dir", default=os.path.join(ROOT, "bench_output"))
     parser.add_argument("--config", default="benchmarks/bench.yaml")
@@ -648,6 +724,8 @@ def main(argv=None):
         "tfma_rows": "TFRecord {}", "demo": "Demo Parquet {} (default.yaml)",
     }
     cases = {}
+    if args.only_outputs:
+        names = {}
     for key, template in names.items():
         case = dict(datasets[key], key=key, name=template.format(human(datasets[key]["rows"])))
         if case.get("glob"):
@@ -659,8 +737,18 @@ def main(argv=None):
         except Exception as e:  # noqa: BLE001 - a broken case must not end the bench
             traceback.print_exc()
             cases[key] = dict(case, error=f"bench: {type(e).__name__}: {e}")
-    tfma_case = cases["tfma_rows"]
-    if args.skip_tfma:
+    large = dict(datasets["parquet_large_shards"])
+    large["name"] = f"Parquet {human(large['rows'])}"
+    if large.get("glob", "").startswith(ROOT):
+        large["glob"] = os.path.relpath(large["glob"], ROOT)
+    log(f"outputs' cost, {large['name']}: {repeats} x {len(OUTPUT_CASES)} configs + TFMA import")
+    try:
+        report["outputs"] = run_output_cases(large, repeats, args.python, out_dir, args.timeout, args.config)
+    except Exception as e:  # noqa: BLE001 - recorded, the rest goes on
+        traceback.print_exc()
+        report["outputs"] = {"name": large["name"], "error": f"bench: {type(e).__name__}: {e}"}
+    tfma_case = cases.get("tfma_rows") or dict(datasets["tfma_rows"], name="TFRecord", error="not run")
+    if args.skip_tfma or args.only_outputs:
         tfma = {"name": "TFMA " + tfma_case["name"], "rows": tfma_case["rows"], "skipped": True}
     else:
         log(f"TFMA {tfma_case['name']}: {args.tfma_repeats} run(s)")
@@ -674,7 +762,7 @@ def main(argv=None):
         except Exception as e:  # noqa: BLE001
             traceback.print_exc()
             tfma = {"name": "TFMA " + tfma_case["name"], "rows": tfma_case["rows"], "error": str(e)}
-    if not args.skip_extras:
+    if not (args.skip_extras or args.only_outputs):
         if not cases["tfrecord_rows"].get("error"):
             report["profile"] = run_profile(cases["tfrecord_rows"], args.python, out_dir, args.timeout)
         report["startup"] = run_startup(args.python, out_dir, args.timeout, cases["demo"]["glob"])
@@ -684,7 +772,7 @@ def main(argv=None):
         "with the head only to about 1e-5 (last column); the reference must agree to 1e-6.")
     report["cases"] = cases
     report["tfma"] = tfma
-    report["targets"] = targets(cases, tfma, sizes)
+    report["targets"] = ([] if args.only_outputs else targets(cases, tfma, sizes)) + output_targets(report["outputs"])
     report["seconds"] = time.perf_counter() - started
     report["load_end"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
     text = markdown(report)

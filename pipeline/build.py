@@ -4,7 +4,7 @@ import uuid
 
 import apache_beam as beam
 
-from pipeline import output
+from pipeline import output, reports
 from pipeline.evaluate import (
     METRICS_TAG,
     PREDICTIONS_TAG,
@@ -23,24 +23,26 @@ class EvaluateScores(beam.PTransform):
     A composite that another pipeline can reuse: evaluates every model on
     every batch, combines the metric states per (model, slicing spec) with
     combiner lifting (so many slices never funnel through one worker) and
-    computes each key's metrics where its states were combined.
+    computes each key's metrics where its states were combined. After it is
+    applied, `plots` holds each key's plot data (pipeline.reports.slice_plots)
+    when the plan keeps calibration state (an output needs plots), else None.
     """
 
     def __init__(self, plan):
         super().__init__()
         self._plan = plan
+        self.plots = None
 
     def expand(self, batches):
         plan = self._plan
         evaluated = batches | "Evaluate" >> beam.ParDo(EvaluateBatch(plan)).with_outputs(
             METRICS_TAG, PREDICTIONS_TAG, REJECTED_TAG, main="counts")
         counts = evaluated.counts | "CountRows" >> beam.CombineGlobally(RowCountsCombineFn())
-        results = (
-            evaluated[METRICS_TAG]
-            | "CombineSlices" >> beam.CombinePerKey(
-                SliceStatesCombineFn(plan.layout, plan.config.max_slices))
-            | "SliceMetrics" >> beam.Map(output.slice_results, plan)
-        )
+        states = evaluated[METRICS_TAG] | "CombineSlices" >> beam.CombinePerKey(
+            SliceStatesCombineFn(plan.layout, plan.config.max_slices))
+        results = states | "SliceMetrics" >> beam.Map(output.slice_results, plan)
+        # Plot data (plots.json, report, tfma/) from the same combined states.
+        self.plots = states | "SlicePlots" >> beam.Map(reports.slice_plots, plan) if plan.calibration else None
         return counts, results, evaluated[PREDICTIONS_TAG], evaluated[REJECTED_TAG]
 
 
@@ -56,7 +58,8 @@ def build(p, plan, output_dir, info, batch_size=DEFAULT_BATCH_SIZE, run_id=None)
     batches = p | "Read" >> ReadBatches(
         plan.paths, plan.file_format, plan.read_columns, batch_size, plan.decode_features,
         plan.dictionary_columns)
-    counts, results, predictions, rejected = batches | "EvaluateScores" >> EvaluateScores(plan)
+    evaluate = EvaluateScores(plan)
+    counts, results, predictions, rejected = batches | "EvaluateScores" >> evaluate
 
     written = []
     if plan.prediction_keys:
@@ -72,6 +75,7 @@ def build(p, plan, output_dir, info, batch_size=DEFAULT_BATCH_SIZE, run_id=None)
         | "Commit" >> beam.Map(
             output.commit, output_dir, staging, plan.config.invalid_rows["max_fraction"],
             staged_files=beam.pvalue.AsList(staged_files),
+            plan=plan, plots=beam.pvalue.AsList(evaluate.plots) if evaluate.plots is not None else (),
         )
     )
     return staging

@@ -16,7 +16,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from head import PREDICTION_KEYS
-from pipeline import build, output, plan, runners
+from pipeline import build, output, plan, reports, runners
 from pipeline.config import ConfigError, load_config
 from head.slicing import SlicingError
 from pipeline.evaluate import COUNTER_NAMESPACE, InvalidRowError, UnreadableFileError
@@ -147,6 +147,8 @@ def main(argv=None):
         logging.info("counters (%s): %s", COUNTER_NAMESPACE, line)
         print(f"counters ({COUNTER_NAMESPACE}): {line}")
     print(f"written: {metrics_path}")
+    for line in reports.describe(args.output, config):
+        print(line)
     return 0
 
 

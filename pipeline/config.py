@@ -31,7 +31,9 @@ SLICING_DEFAULTS = {"slicing_specs": None, "min_slice_size": 1, "max_slices": 10
 MODEL_KEYS = ("name", "logits", "is_baseline")
 SLICING_SPEC_KEYS = ("feature_keys", "feature_values", "bucket_boundaries")
 INTERVAL_DEFAULTS = {"method": "jackknife", "num_samples": 20, "level": 0.95, "seed": 0}
-TOP_LEVEL = ("head", "columns", "models", *SLICING_DEFAULTS, "confidence_intervals", "invalid_rows")
+# What a run writes besides metrics.json: plots.json, report.html (+ plots.png), tfma/.
+OUTPUTS_DEFAULTS = {"report": True, "plots": True, "tfma": False}
+TOP_LEVEL = ("head", "columns", "models", *SLICING_DEFAULTS, "confidence_intervals", "outputs", "invalid_rows")
 
 
 class ConfigError(ValueError):
@@ -57,6 +59,7 @@ class EvalConfig:
     max_slices: int = 10000
     confidence_intervals: IntervalSpec = None  # None: no intervals
     invalid_rows: dict = dataclasses.field(default_factory=lambda: dict(INVALID_ROWS_DEFAULTS))
+    outputs: dict = dataclasses.field(default_factory=lambda: dict(OUTPUTS_DEFAULTS))
 
     @property
     def rejects_rows(self):
@@ -89,6 +92,7 @@ class EvalConfig:
             "min_slice_size": self.min_slice_size,
             "max_slices": self.max_slices,
             "confidence_intervals": self.confidence_intervals and self.confidence_intervals.as_dict(),
+            "outputs": dict(self.outputs),
             "invalid_rows": dict(self.invalid_rows),
         }
 
@@ -173,6 +177,14 @@ def parse_config(raw):
         raise ConfigError(f"invalid_rows.max_fraction: must be a number in [0, 1], got {fraction!r}")
     invalid_rows["max_fraction"] = float(fraction)
 
+    outputs = dict(OUTPUTS_DEFAULTS)
+    outputs_raw = raw.get("outputs") or {}
+    _check_keys(outputs_raw, tuple(OUTPUTS_DEFAULTS), "outputs")
+    for key, value in outputs_raw.items():
+        if not isinstance(value, bool):
+            raise ConfigError(f"outputs.{key}: must be true or false, got {value!r}")
+    outputs.update(outputs_raw)
+
     models = _parse_models(raw.get("models"))
     specs = _parse_slicing_specs(raw.get("slicing_specs"))
     limits = {}
@@ -184,7 +196,7 @@ def parse_config(raw):
 
     config = EvalConfig(head=head, columns=columns, models=models, slicing_specs=specs,
                         confidence_intervals=_parse_intervals(raw.get("confidence_intervals")),
-                        invalid_rows=invalid_rows, **limits)
+                        invalid_rows=invalid_rows, outputs=outputs, **limits)
     try:
         config.build_head()
     except ValueError as e:

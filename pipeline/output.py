@@ -8,6 +8,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from head import MetricState
 from head.slicing import OVERALL, Bucket, slice_name
+from pipeline import reports
 
 METRICS_FILE = "metrics.json"
 # Outputs written by Beam sinks: staged first, moved into place on success.
@@ -174,13 +175,16 @@ def check_counts(document, max_fraction):
         )
 
 
-def commit(document, output_dir, staging, max_fraction, staged_files=()):
+def commit(document, output_dir, staging, max_fraction, staged_files=(), plan=None, plots=()):
     """The run's last step: check, move staged outputs into place, write metrics.json.
 
     Until this runs, a directory holding an earlier run's outputs is untouched;
-    metrics.json is written last, so it exists only for a complete run.
+    metrics.json is written last, so it exists only for a complete run. With
+    `plan`, the configured plots, report and tfma/ outputs (pipeline.reports)
+    are written from the document and `plots` (slice_plots' outputs) first.
     """
     check_counts(document, max_fraction)
+    staged_reports = reports.stage(document, plots, plan, staging) if plan is not None else {}
     for name in STAGED_OUTPUTS:
         final_dir = join(output_dir, name)
         staged = sorted(f for f in staged_files if f.startswith(join(staging, name) + "/"))
@@ -193,6 +197,8 @@ def commit(document, output_dir, staging, max_fraction, staged_files=()):
         if not FileSystems.exists(final_dir):
             FileSystems.mkdirs(final_dir)  # local disks need it; object stores ignore it
         FileSystems.rename(staged, [join(final_dir, f.rsplit("/", 1)[1]) for f in staged])
+    if plan is not None:
+        reports.publish(staged_reports, output_dir)
     path = write_json_atomically(join(output_dir, METRICS_FILE), document)
     remove_staging(staging)
     return path

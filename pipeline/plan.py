@@ -118,7 +118,9 @@ def resolve(config, paths, file_format, prediction_keys=(), passthrough=()):
     first_row = first_row_of_data_set(paths, file_format)
     plan = EvalPlan(config=config, paths=tuple(paths), file_format=file_format,
                     models=config.evaluated_models, prediction_keys=tuple(prediction_keys),
-                    passthrough=tuple(passthrough))
+                    passthrough=tuple(passthrough),
+                    # plots.json, the report and tfma/ all show calibration curves
+                    calibration=any(config.outputs.values()))
     columns = tuple(plan.named_columns())
     if first_row is not None:
         check_columns(plan, first_row)

@@ -386,6 +386,9 @@ def test_sdist_installs_and_runs_from_anywhere(tmp_path):
     assert demo["run"]["input"] == str(target / "pipeline" / "demo" / "scores.parquet")
     assert demo["run"]["config"]["head"]["thresholds"] == [0.3, 0.5, 0.7]
     assert demo["example_count"] == 100_000
+    # The report's inlined style and script ship with the package.
+    assert os.path.isfile(target / "pipeline" / "report.js") and os.path.isfile(target / "pipeline" / "report.css")
+    assert os.path.getsize(elsewhere / "demo_output" / "report.html") > 20_000
     # python -m run_pipeline, with worker processes importing the installed packages.
     done = subprocess.run(
         [sys.executable, "-m", "run_pipeline", "--input", os.path.join(PROJECT_ROOT, "data", "demo", "scores.parquet"),
