@@ -369,3 +369,19 @@ def processes_left(session, seconds=15):
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.2)
+
+
+def replace_tfrecord_record(path, index, payload):
+    """Puts `payload` in place of record `index`'s data, framed with valid CRCs."""
+    import struct
+
+    from pipeline import _tfrecord
+
+    offset, length = tfrecord_record_offsets(path)[index]
+    with open(path, "rb") as f:
+        data = f.read()
+    header = struct.pack("<Q", len(payload))
+    framed = (header + struct.pack("<I", _tfrecord.masked_crc32c(header)) + payload
+              + struct.pack("<I", _tfrecord.masked_crc32c(payload)))
+    with open(path, "wb") as f:
+        f.write(data[:offset] + framed + data[offset + 16 + length:])

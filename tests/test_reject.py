@@ -36,6 +36,7 @@ from tests.datafiles import (
     read_rejected,
     run_cli,
     scores,
+    replace_tfrecord_record,
     tfrecord_record_offsets,
     write_config,
     write_files,
@@ -487,6 +488,9 @@ def _corrupt_tfrecord(how, record=250):
                 f"{error} is cut short: the file ends {12 + length // 2} bytes into its "
                 f"{16 + length} bytes (truncated file?)"
             )
+        if how == "not_an_example":  # whole and CRC-checked, but not a tf.train.Example
+            replace_tfrecord_record(path, record, b"\xff\x01not a proto")
+            return record, f"{error} is not a tf.train.Example: invalid wire type (byte 0 of its data)"
         assert how == "truncate_header"  # inside the 8-byte length
         _truncate(path, offset + 4)
         return record, f"{error} is cut short: the file ends 4 bytes into its header (truncated file?)"
@@ -501,6 +505,7 @@ CORRUPT_CASES = {
     "tfrecord_flipped_byte": ("tfrecord", 1, _corrupt_tfrecord("flip")),
     "tfrecord_truncated_in_a_record": ("tfrecord", 1, _corrupt_tfrecord("truncate_payload")),
     "tfrecord_truncated_in_a_header": ("tfrecord", 1, _corrupt_tfrecord("truncate_header")),
+    "tfrecord_record_not_an_example": ("tfrecord", 1, _corrupt_tfrecord("not_an_example")),
 }
 CORRUPT_PARAMS = list(CORRUPT_CASES)
 
