@@ -35,7 +35,9 @@ clean:
 
 # The benchmark (benchmarks/run_bench.py): pipeline vs a numpy reference vs
 # TFMA on generated data in bench_data/; results in bench_output/results.md
-# and results.json. `make bench BENCH_ARGS=--quick` is a smoke run; other
+# and results.json. Then benchmarks/slices_bench.py: slices, two models and
+# confidence intervals (issues 9 and 10), results in bench_output/slices.md
+# and slices.json. `make bench BENCH_ARGS=--quick` is a smoke run; other
 # flags: --repeats N, --skip-tfma, --timeout S. Uses the existing .venv
 # (installs it only when missing).
 BENCH_ARGS ?=
@@ -43,3 +45,4 @@ BENCH_ARGS ?=
 bench:
 	test -x $(PY) || $(MAKE) install
 	$(PY) benchmarks/run_bench.py $(BENCH_ARGS)
+	$(PY) benchmarks/slices_bench.py $(BENCH_ARGS)

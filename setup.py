@@ -44,9 +44,17 @@ setuptools.setup(
     package_data={"pipeline": ["report.css", "report.js"], "pipeline.configs": ["*.yaml"],
                   "pipeline.demo": ["scores.parquet"]},
     py_modules=["run_pipeline"],
-    # TFRecord framing in C (pipeline/tfrecord.py says why): built from the
-    # sdist on Dataflow workers too, whose images have a C compiler.
-    ext_modules=[setuptools.Extension("pipeline._tfrecord", ["pipeline/_tfrecord.c"], extra_compile_args=["-O3"])],
+    # TFRecord framing and tf.train.Example decoding in C (pipeline/tfrecord.py
+    # says why): built from the sdist on Dataflow workers too, whose images
+    # have a C compiler.
+    ext_modules=[
+        setuptools.Extension(
+            "pipeline._tfrecord",
+            ["pipeline/_tfrecord.c", "pipeline/_example.c"],
+            depends=["pipeline/_example.h"],
+            extra_compile_args=["-O3"],
+        )
+    ],
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={"console_scripts": ["beam-head-eval=pipeline.cli:main"]},

@@ -14,3 +14,15 @@ def focal(labels, logits):
     p = 1.0 / (1.0 + np.exp(-x))
     p_t = labels * p + (1 - labels) * (1 - p)
     return (cross_entropy * (1.0 - p_t) ** GAMMA).astype(np.float32)
+
+
+def weighted_by_feature(labels, logits, features):
+    """Sigmoid cross-entropy scaled per example by the input column `importance`.
+
+    A loss_fn that takes `features` gets every input column (as arrays of
+    the batch's rows): here one the data must have.
+    """
+    x = logits.astype(np.float64)
+    cross_entropy = np.maximum(x, 0) - x * labels + np.log1p(np.exp(-np.abs(x)))
+    importance = np.asarray(features["importance"], dtype=np.float64).reshape(-1, *([1] * (x.ndim - 1)))
+    return (cross_entropy * importance).astype(np.float32)

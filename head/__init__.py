@@ -12,6 +12,7 @@ from head.binary_class_head import (
     SUM_OVER_BATCH_SIZE,
     BadInputError,
     BinaryClassHead,
+    LossFnError,
     import_loss_fn,
 )
 from head.metrics import EvaluatedBatch, MetricState, StateLayout, metric_values
@@ -19,6 +20,7 @@ from head.metrics import EvaluatedBatch, MetricState, StateLayout, metric_values
 __all__ = [
     "BadInputError",
     "BinaryClassHead",
+    "LossFnError",
     "EvaluatedBatch",
     "MetricState",
     "PREDICTION_KEYS",

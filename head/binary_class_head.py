@@ -61,6 +61,21 @@ class BadInputError(ValueError):
         super().__init__(f"{column}, row {self.row}: {reason}{suffix}")
 
 
+class LossFnError(ValueError):
+    """A loss_fn that raised, or returned something other than a loss per logit.
+
+    The message names the function and the problem (a problem of the
+    function, not of a row: non-finite results are BadInputError rows).
+    """
+
+
+def loss_fn_name(fn):
+    """'module:function' of a loss_fn, as a config names it."""
+    module = getattr(fn, "__module__", None)
+    name = getattr(fn, "__qualname__", None) or type(fn).__name__
+    return f"{module}:{name}" if module else name
+
+
 def _fn_args(fn):
     """Argument names as tensorflow's function_utils.fn_args sees them.
 
@@ -153,9 +168,10 @@ class BinaryClassHead:
             if threshold <= 0.0 or threshold >= 1.0:
                 raise ValueError("thresholds not in (0, 1): {}.".format((thresholds,)))
         if loss_reduction not in _REDUCTIONS or loss_reduction == "none":
+            valid = ", ".join(r for r in _REDUCTIONS if r != "none")
             raise ValueError(
                 f"Invalid loss_reduction: {loss_reduction}. "
-                "See `tf.losses.Reduction` for valid options."
+                f"See `tf.losses.Reduction` for valid options (a head takes: {valid})."
             )
         if isinstance(loss_fn, str):
             loss_fn = import_loss_fn(loss_fn)
@@ -313,12 +329,25 @@ class BinaryClassHead:
             kwargs["features"] = features if features is not None else {}
         if "loss_reduction" in self._loss_fn_args:
             kwargs["loss_reduction"] = self.loss_reduction
-        loss = np.asarray(self.loss_fn(labels=labels, logits=logits, **kwargs), dtype=np.float32)
+        name = loss_fn_name(self.loss_fn)
+        try:
+            loss = self.loss_fn(labels=labels, logits=logits, **kwargs)
+        except Exception as e:  # the user's function: its problem in one line, named
+            detail = " ".join(str(e).split())
+            raise LossFnError(f"loss_fn {name} raised {type(e).__name__}: {detail}") from e
+        try:
+            loss = np.asarray(loss, dtype=np.float32)
+        except (TypeError, ValueError) as e:
+            raise LossFnError(f"loss_fn {name} returned {type(loss).__name__}, not an array of losses: {e}") from e
         if loss.shape != logits.shape:
-            raise ValueError(
-                "loss_fn must return Tensor of shape [D0, D1, ... DN, 1]. "
-                f"logits_shape: {logits.shape}, loss_shape: {loss.shape}"
+            raise LossFnError(
+                f"loss_fn {name} returned shape {loss.shape} for logits of shape {logits.shape}: "
+                "loss_fn must return Tensor of shape [D0, D1, ... DN, 1] (one loss per logit, unreduced)"
             )
+        bad = ~np.isfinite(loss)
+        if bad.any():
+            raise BadInputError("loss", _bad_rows(bad), f"loss_fn {name} returned a non-finite loss",
+                                f"loss is {_first_value(loss, bad)}")
         return loss
 
     def evaluate_batch(self, logits, labels, features=None):

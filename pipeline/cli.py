@@ -3,14 +3,21 @@
 Our own flags are parsed here; every other argument is a Beam pipeline option
 (--runner, --project, --temp_location, --direct_num_workers, ...). With no
 arguments, the bundled demo data is evaluated with configs/default.yaml on the
-DirectRunner and the metrics are printed.
+DirectRunner and the metrics are printed. The installed console script
+`beam-head-eval` is this main().
+
+Every known error ends the program with one line on stderr and the exit
+status of its kind (pipeline/errors.py); anything else is a bug of ours and
+shows its traceback.
 """
 
 import argparse
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 import uuid
 
 import apache_beam as beam
@@ -19,10 +26,11 @@ from apache_beam.io.filesystems import FileSystems
 from head import PREDICTION_KEYS
 from pipeline import build, output, plan, reports, runners, validation
 from pipeline import history as run_history
-from pipeline.config import ConfigError, load_config
-from head.slicing import SlicingError
-from pipeline.evaluate import COUNTER_NAMESPACE, InvalidRowError, UnreadableFileError
-from pipeline.read import DEFAULT_BATCH_SIZE, FORMATS, InputError, infer_format, match_files
+from pipeline.config import load_config
+from pipeline.errors import KNOWN, Interrupted, Terminated, known_cause
+from pipeline.evaluate import COUNTER_NAMESPACE
+from pipeline.read import DEFAULT_BATCH_SIZE, FORMATS, check_format, infer_format, match_files
+from pipeline.runners import RunnerError
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 PROJECT_ROOT = os.path.dirname(PACKAGE_DIR)
@@ -38,19 +46,33 @@ else:
     DEMO_INPUT = os.path.join(PACKAGE_DIR, "demo", "scores.parquet")
     DEFAULT_CONFIG = os.path.join(PACKAGE_DIR, "configs", "default.yaml")
 DEMO_OUTPUT = "demo_output"
+# How long a failed or interrupted run may spend removing its staging
+# directory before it gives up (an unreachable bucket must not hold the exit).
+CLEANUP_SECONDS = 20
 
 
 def _comma_list(text):
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
+class _ArgumentParser(argparse.ArgumentParser):
+    """argparse, with an error in one line (the usage is --help's)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
+    parser = _ArgumentParser(
         prog="run_pipeline.py",
         description="Evaluate scored examples with tf.estimator.BinaryClassHead semantics on Beam.",
         epilog="Any other argument is passed to Beam's PipelineOptions.",
     )
-    parser.add_argument("--input", help="file pattern (local or gs://) of Parquet or TFRecord files")
+    parser.add_argument(
+        "--input", action="append",
+        help="file pattern or directory (local or gs://) of Parquet or TFRecord files; "
+        "repeat it for several (a directory: every file in it but names starting with _ or .)",
+    )
     parser.add_argument("--format", choices=FORMATS, help="input format (default: from the extension)")
     parser.add_argument("--config", help="evaluation config YAML (default: configs/default.yaml)")
     parser.add_argument("--output", help="output directory (local or gs://)")
@@ -73,7 +95,7 @@ def parse_args(argv):
     args, beam_args = parser.parse_known_args(argv)
     demo = args.input is None
     if demo:
-        args.input = DEMO_INPUT
+        args.input = [DEMO_INPUT]
         args.output = args.output or DEMO_OUTPUT
     args.config = args.config or DEFAULT_CONFIG
     if not args.output:
@@ -88,15 +110,32 @@ def parse_args(argv):
     return args, beam_args
 
 
-def _find(exception, kind):
-    """The first exception of `kind` in a chain (Beam wraps DoFn errors)."""
-    seen = set()
-    while exception is not None and id(exception) not in seen:
-        if isinstance(exception, kind):
-            return exception
-        seen.add(id(exception))
-        exception = exception.__cause__ or exception.__context__
-    return None
+class _Signals:
+    """While active, SIGINT and SIGTERM raise Interrupted / Terminated in the main thread.
+
+    Only the first one raises: a second Ctrl-C during the (time-bounded)
+    cleanup is ignored, so the program still ends with its one line.
+    `received` is the class of the first, wherever Beam re-wrapped it.
+    """
+
+    def __init__(self):
+        self.received = None
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.received is None:
+            self.received = Terminated if signum == signal.SIGTERM else Interrupted
+            raise self.received()
+
+    def __exit__(self, *exc_info):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
 def main(argv=None):
@@ -105,31 +144,45 @@ def main(argv=None):
     # loss_fn) import, whichever way the program was started.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
+    with _Signals() as signals:
+        try:
+            return _evaluate(args, beam_args, signals)
+        except KNOWN as e:
+            message = str(e)
+            if isinstance(e, Interrupted) and not message:
+                message = f"interrupted by {e.signal_name} before the pipeline ran"
+            print(f"error: {message}", file=sys.stderr)
+            return e.exit_status
+
+
+def _evaluate(args, beam_args, signals):
     options = runners.pipeline_options(beam_args)
     runner = runners.runner_name(options)
     dataflow, dry_run = runners.is_dataflow(options), runners.is_dry_run(options)
-    problem = _remote_path_problem(args, dataflow, dry_run) or (dataflow and _bucket_problem(options))
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
-    try:
-        config = load_config(args.config)
-        paths = match_files(args.input)
-        file_format = args.format or infer_format(args.input, paths)
-        info = plan.run_info(args.input, file_format, config, runner, label=args.run_label)
-        history = run_history.parse_url(args.history)
-        if history is not None:
-            history.prepare()
-        gates = validation.Gates.of(
-            config, run_history.resolve_baseline(args.baseline_run, history, info["started"], offline=dry_run))
-        evaluation = plan.resolve(config, paths, file_format, args.predictions, args.passthrough)
-        pipeline = beam.Pipeline(runner=runners.direct_runner(options), options=options)
-        run_id = uuid.uuid4().hex
-        staging = build.build(pipeline, evaluation, args.output, info, batch_size=args.batch_size,
-                              run_id=run_id, gates=gates, history=history)
-    except (ConfigError, InputError, run_history.HistoryError, validation.BaselineError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    beam_runner = runners.create_runner(options)
+    _check_remote_paths(args, dataflow, dry_run)
+    config = load_config(args.config)
+    if dataflow:
+        runners.check_dataflow(options, beam_runner, config.head["loss_fn"])
+    paths = match_files(args.input)
+    file_format = args.format or infer_format(args.input, paths)
+    check_format(paths[0], file_format)
+    shown_input = args.input[0] if len(args.input) == 1 else args.input
+    info = plan.run_info(shown_input, file_format, config, runner, label=args.run_label)
+    history = run_history.parse_url(args.history)
+    if history is not None:
+        history.prepare()
+    gates = validation.Gates.of(
+        config, run_history.resolve_baseline(args.baseline_run, history, info["started"], offline=dry_run))
+    evaluation = plan.resolve(config, paths, file_format, args.predictions, args.passthrough)
+    pipeline = beam.Pipeline(runner=beam_runner, options=options)
+    run_id = uuid.uuid4().hex
+    staging = build.build(pipeline, evaluation, args.output, info, batch_size=args.batch_size,
+                          run_id=run_id, gates=gates, history=history)
+    metrics_path = output.join(args.output, output.METRICS_FILE)
+    if dry_run and not dataflow:  # Beam's dry run is Dataflow's: others stop here
+        print(f"dry run: {runner} pipeline built, not run; a run writes {metrics_path}")
+        return 0
     # Beam logs a DoFn's exception with its traceback before re-raising it;
     # known input errors are reported below in one line instead.
     logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
@@ -138,24 +191,29 @@ def main(argv=None):
     try:
         result = pipeline.run()
         result.wait_until_finish()
-    except Exception as e:  # report bad data plainly; anything else as is
-        output.remove_staging(staging)
-        known = _find(e, (InvalidRowError, UnreadableFileError, InputError, SlicingError,
-                          output.OutputCheckError))
+    except BaseException as e:  # report bad data and interrupts plainly; anything else as is
+        # A dry run wrote nothing: no cleanup, and no call to the bucket.
+        left = None if dry_run else output.remove_staging_within(staging, CLEANUP_SECONDS)
+        left = f"; {staging} left ({left}): the next successful run removes it" if left else ""
+        if signals.received:  # however Beam wrapped it
+            name = signals.received.signal_name
+            raise signals.received(
+                f"interrupted by {name}: run stopped{left or ', its staging directory removed'}"
+            ) from None
+        known = known_cause(e)
         if known is None:
             raise
         # Beam appends the failing step's name; the message says what matters.
         message = re.sub(r" \[while running .*\]$", "", str(known))
-        print(f"error: {message}", file=sys.stderr)
-        return 1
-    metrics_path = output.join(args.output, output.METRICS_FILE)
+        print(f"error: {message}{left}", file=sys.stderr)
+        return known.exit_status
     if dataflow and dry_run:  # translated only: nothing ran, nothing to read
         print(f"dry run: {runner} job built and translated, not submitted; a run writes {metrics_path}")
         return 0
     counts = runners.counters(result)
     document = output.read_json(metrics_path)
     verdict = output.read_json(output.join(args.output, validation.VALIDATION_FILE))
-    print(f"{args.input} ({file_format}), config {args.config}")
+    print(f"{' '.join(args.input)} ({file_format}), config {args.config}")
     print(output.format_table(document))
     _warn_about_set_aside_data(document, args.output)
     if counts is not None:
@@ -179,31 +237,17 @@ def main(argv=None):
     return 0 if verdict["validation_ok"] else 3
 
 
-def _remote_path_problem(args, dataflow, dry_run):
+def _check_remote_paths(args, dataflow, dry_run):
     """Dataflow workers cannot see this machine's disk: gs:// paths there."""
     if not dataflow:
-        return None
+        return
     if FileSystems.get_scheme(args.output) in (None, "file"):
-        return f"--output {args.output}: Dataflow writes to a gs:// directory"
-    if not dry_run and FileSystems.get_scheme(args.input) in (None, "file"):
-        return f"--input {args.input}: Dataflow workers read gs:// files (local paths only with --dry_run)"
-    return None
-
-
-def _bucket_problem(options):
-    """A temp or staging location in a bucket GCS cannot have: Beam would ignore it and look
-    up a default bucket over the network (minutes without network), so say so now."""
-    from apache_beam.options.pipeline_options import GoogleCloudOptions
-    from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
-
-    cloud = options.view_as(GoogleCloudOptions)
-    for name in ("temp_location", "staging_location"):
-        path = getattr(cloud, name)
-        bucket = path[len("gs://"):].split("/", 1)[0] if path and path.startswith("gs://") else None
-        if bucket is not None and not re.match(PipelineOptionsValidator.GCS_BUCKET, bucket):
-            return (f"--{name} {path}: {bucket!r} is not a valid GCS bucket name (3 to 63 characters "
-                    "of a-z, 0-9, -, _ and .)")
-    return None
+        raise RunnerError(f"--output {args.output}: Dataflow writes to a gs:// directory")
+    for pattern in args.input:
+        if not dry_run and FileSystems.get_scheme(pattern) in (None, "file"):
+            raise RunnerError(
+                f"--input {pattern}: Dataflow workers read gs:// files (local paths only with --dry_run)"
+            )
 
 
 def _warn_about_set_aside_data(document, output_dir):

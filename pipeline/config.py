@@ -14,6 +14,7 @@ from apache_beam.io.filesystems import FileSystems
 from head import BinaryClassHead
 from head.intervals import METHODS, IntervalSpec
 from head.slicing import SliceSpec
+from pipeline.errors import UsageError
 
 HEAD_DEFAULTS = {
     "weight_column": None,
@@ -25,20 +26,23 @@ HEAD_DEFAULTS = {
     "regularization_losses": [],
 }
 COLUMN_DEFAULTS = {"logits": "logits", "label": "label", "weight": None}
-INVALID_ROWS_DEFAULTS = {"policy": "fail", "max_fraction": 0.0}
+# max_fraction 1.0: under `reject` every rejected row is set aside and counted,
+# and the run fails only when asked to (SPEC §9).
+INVALID_ROWS_DEFAULTS = {"policy": "fail", "max_fraction": 1.0}
 POLICIES = ("fail", "reject")
 SLICING_DEFAULTS = {"slicing_specs": None, "min_slice_size": 1, "max_slices": 10000}
 MODEL_KEYS = ("name", "logits", "is_baseline")
 SLICING_SPEC_KEYS = ("feature_keys", "feature_values", "bucket_boundaries")
 INTERVAL_DEFAULTS = {"method": "jackknife", "num_samples": 20, "level": 0.95, "seed": 0}
 # What a run writes besides metrics.json: plots.json, report.html (+ plots.png), tfma/.
-OUTPUTS_DEFAULTS = {"report": True, "plots": True, "tfma": False}
+OUTPUTS_DEFAULTS = {"report": True, "plots": True, "tfma": False, "max_plot_slices": 1000}
+PLOT_OUTPUTS = ("report", "plots", "tfma")
 TOP_LEVEL = ("head", "columns", "models", *SLICING_DEFAULTS, "confidence_intervals", "outputs", "invalid_rows",
              "validation")
 
 
-class ConfigError(ValueError):
-    pass
+class ConfigError(UsageError):
+    """A config field that cannot be used: the message names the field."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +66,11 @@ class EvalConfig:
     invalid_rows: dict = dataclasses.field(default_factory=lambda: dict(INVALID_ROWS_DEFAULTS))
     outputs: dict = dataclasses.field(default_factory=lambda: dict(OUTPUTS_DEFAULTS))
     validation: object = None  # pipeline.validation.ValidationConfig; parse_config always sets it
+
+    @property
+    def writes_plots(self):
+        """Whether any output shows plots (and so the states keep calibration sums)."""
+        return any(self.outputs[key] for key in PLOT_OUTPUTS)
 
     @property
     def rejects_rows(self):
@@ -184,8 +193,10 @@ def parse_config(raw):
     outputs_raw = raw.get("outputs") or {}
     _check_keys(outputs_raw, tuple(OUTPUTS_DEFAULTS), "outputs")
     for key, value in outputs_raw.items():
-        if not isinstance(value, bool):
+        if key in PLOT_OUTPUTS and not isinstance(value, bool):
             raise ConfigError(f"outputs.{key}: must be true or false, got {value!r}")
+        if key == "max_plot_slices" and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise ConfigError(f"outputs.max_plot_slices: must be a whole number >= 0, got {value!r}")
     outputs.update(outputs_raw)
 
     models = _parse_models(raw.get("models"))

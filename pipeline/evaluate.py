@@ -1,7 +1,6 @@
 """The head on Beam: a DoFn per record batch, a CombineFn over the data set."""
 
 import collections
-import json
 
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindow
@@ -10,9 +9,11 @@ from apache_beam.utils.windowed_value import WindowedValue
 import numpy as np
 import pyarrow as pa
 
-from head import BadInputError, EvaluatedBatch
+from head import BadInputError, EvaluatedBatch, LossFnError
 from head.arrow import column_values, head_inputs, to_arrow
 from head.slicing import SliceStates, SlicingError, slice_states, sliceable_type_problem
+from pipeline.errors import DataError
+from pipeline.output import to_json
 
 COUNTER_NAMESPACE = "beam_head_eval"
 PREDICTIONS_TAG = "predictions"
@@ -33,7 +34,7 @@ REJECTED_SCHEMA = pa.schema(
 UNREADABLE_FILE = "unreadable file"
 
 
-class InvalidRowError(ValueError):
+class InvalidRowError(DataError):
     """A bad input row: names the file, the row in it, the column, the reason."""
 
     def __init__(self, path, row, column, reason, detail=None, count=1):
@@ -44,7 +45,7 @@ class InvalidRowError(ValueError):
         super().__init__(f"{path}, row {row}, column {column}: {reason}{detail}{more}")
 
 
-class UnreadableFileError(ValueError):
+class UnreadableFileError(DataError):
     """A file that could not be read (corrupt, truncated, not the format)."""
 
 
@@ -73,7 +74,7 @@ class EvaluateBatch(beam.DoFn):
     def setup(self):
         self._head = self._plan.head
 
-    def _evaluate(self, batch):
+    def evaluate_models(self, batch):
         """Every model's EvaluatedBatch and logits; BadInputError names the model's column."""
         plan, widths = self._plan, self._plan.widths
         features = {}
@@ -111,11 +112,16 @@ class EvaluateBatch(beam.DoFn):
         evaluated = logits = None
         while batch.num_rows:
             try:
-                evaluated, logits = self._evaluate(batch)
+                evaluated, logits = self.evaluate_models(batch)
                 break
+            except LossFnError as e:
+                raise DataError(f"{source.path}, rows {source.first_row} to "
+                                f"{source.first_row + source.batch.num_rows - 1}: {e}") from None
             except BadInputError as e:
                 column = e.column if "(" in e.column else self._plan.column_label(e.column)
                 if not self._plan.config.rejects_rows:
+                    e = self._first_bad_row(batch, e)
+                    column = e.column if "(" in e.column else self._plan.column_label(e.column)
                     raise InvalidRowError(
                         source.path, int(rows_in_file[e.row]), column, e.reason, e.detail, e.count
                     ) from None
@@ -138,6 +144,24 @@ class EvaluateBatch(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(PREDICTIONS_TAG, self._predictions_table(batch, logits))
         yield counts
 
+    def _first_bad_row(self, batch, error):
+        """The problem of the batch's first bad row.
+
+        The head checks one input after another (logits, then labels, ...),
+        so `error` is the first row with the first problem checked, maybe
+        not the first bad row: the rows before it are checked again until
+        none is bad. Each pass stops at a lower row, and the rows before a
+        problem's first row do not have that problem: a few passes at most,
+        and only when the job is about to fail.
+        """
+        while error.row > 0:
+            try:
+                self.evaluate_models(batch.slice(0, error.row))
+                return error
+            except BadInputError as earlier:
+                error = earlier
+        return error
+
     def start_bundle(self):
         self._pending = []  # (slice columns, per-model EvaluatedBatch, interval samples) per batch
         self._pending_rows = 0
@@ -154,7 +178,7 @@ class EvaluateBatch(beam.DoFn):
         for column in columns:  # named with the file now, before rows of several files mix
             problem = sliceable_type_problem(batch.schema.field(column).type)
             if problem:
-                raise SlicingError(f"{path}: slice column {column!r}: {problem}")
+                raise DataError(f"{path}: slice column {column!r}: {problem}")
         sliced = batch.select(columns)
         if self._pending and sliced.schema != self._pending[0][0].schema:
             yield from self._flush()
@@ -182,10 +206,13 @@ class EvaluateBatch(beam.DoFn):
         if "num_groups" in pending[0][2]:
             samples["num_groups"] = pending[0][2]["num_groups"]
         encoded = {}  # each slice column encoded once per chunk
-        memberships = [spec.rows(batch, encoded) for spec in plan.slicing_specs]
-        states = slice_states(
-            plan.layout, plan.slicing_specs, evaluated, num_rows,
-            len(evaluated) // (num_rows * len(plan.models)), memberships, plan.config.max_slices, **samples)
+        try:
+            memberships = [spec.rows(batch, encoded) for spec in plan.slicing_specs]
+            states = slice_states(
+                plan.layout, plan.slicing_specs, evaluated, num_rows,
+                len(evaluated) // (num_rows * len(plan.models)), memberships, plan.config.max_slices, **samples)
+        except SlicingError as e:  # max_slices exceeded, a feature_values value of the wrong type
+            raise DataError(str(e)) from None
         for key, value in states.items():
             yield beam.pvalue.TaggedOutput(METRICS_TAG, (key, value))
 
@@ -213,7 +240,7 @@ class EvaluateBatch(beam.DoFn):
         bad = batch.filter(pa.array(error.rows))
         # The raw values of the rejected rows only (never the hot path), as JSON.
         wanted = [c for c in self._plan.named_columns() if c in bad.schema.names]
-        values = [json.dumps(row, default=_json_value) for row in bad.select(wanted).to_pylist()]
+        values = [to_json(row, default=_json_value) for row in bad.select(wanted).to_pylist()]
         count = bad.num_rows
         return pa.table(
             [
@@ -308,7 +335,10 @@ class SliceStatesCombineFn(beam.CombineFn):
 
     def add_input(self, accumulator, states):
         accumulator.spec = accumulator.spec or states.spec
-        return accumulator.merge(states)
+        try:
+            return accumulator.merge(states)
+        except SlicingError as e:  # more slices than max_slices over the data set
+            raise DataError(str(e)) from None
 
     def merge_accumulators(self, accumulators):
         accumulators = iter(accumulators)

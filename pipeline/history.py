@@ -27,6 +27,7 @@ import sqlite3
 
 import apache_beam as beam
 
+from pipeline.errors import UsageError
 from pipeline.validation import BaselineError, ExternalBaseline, load_baseline_run
 
 TABLE = "metric_history"
@@ -56,7 +57,7 @@ HISTORY_SCHEMA = (
 COLUMNS = tuple(c[0] for c in HISTORY_SCHEMA)
 
 
-class HistoryError(ValueError):
+class HistoryError(UsageError):
     """A --history URL that cannot be used, found before the pipeline runs."""
 
 

@@ -1,7 +1,11 @@
 """Writing results through Beam's FileSystems (local paths or gs://)."""
 
 import datetime
+import glob
 import json
+import math
+import os
+import threading
 import uuid
 
 import numpy as np
@@ -10,13 +14,18 @@ from apache_beam.io.filesystems import FileSystems
 from head import MetricState
 from head.slicing import OVERALL, Bucket, slice_name
 from pipeline import reports, validation
+from pipeline.errors import DataError
 
 METRICS_FILE = "metrics.json"
 # Outputs written by Beam sinks: staged first, moved into place on success.
 STAGED_OUTPUTS = ("predictions", "rejected")
+STAGING_PREFIX = ".staging-"
+# Where a run that failed its counts (too many rejected rows) keeps them:
+# OUTPUT/failed-RUN_ID/rejected/, beside an earlier run's outputs, untouched.
+FAILED_PREFIX = "failed-"
 
 
-class OutputCheckError(ValueError):
+class OutputCheckError(DataError):
     """The run's counts do not allow writing results."""
 
 
@@ -24,11 +33,33 @@ def join(directory, *names):
     return FileSystems.join(directory, *names)
 
 
+def to_json(value, **kwargs):
+    """Strict JSON (RFC 8259) text of `value`: NaN and +-Infinity become null.
+
+    Python's json writes them as the tokens NaN and Infinity, which strict
+    parsers (JavaScript's JSON.parse, jq, BigQuery) reject. Every JSON the
+    program writes goes through here; `kwargs` are json.dumps's.
+    """
+    return json.dumps(_finite(value), allow_nan=False, **kwargs)
+
+
+def _finite(value):
+    if isinstance(value, float):  # numpy's float64 too
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    if hasattr(value, "dtype") and value.dtype.kind == "f" and value.ndim == 0:  # numpy float32 scalars
+        return _finite(float(value))
+    return value
+
+
 def write_json_atomically(path, payload):
-    """Writes JSON to a temporary name, then renames: never a partial file."""
+    """Writes strict JSON to a temporary name, then renames: never a partial file."""
     temporary = f"{path}.tmp-{uuid.uuid4().hex}"
     with FileSystems.create(temporary) as f:
-        f.write(json.dumps(payload, indent=2, sort_keys=False).encode("utf-8"))
+        f.write(to_json(payload, indent=2).encode("utf-8"))
         f.write(b"\n")
     if FileSystems.exists(path):
         FileSystems.delete([path])
@@ -42,7 +73,7 @@ def read_json(path):
 
 
 def staging_dir(output_dir, run_id):
-    return join(output_dir, f".staging-{run_id}")
+    return join(output_dir, f"{STAGING_PREFIX}{run_id}")
 
 
 def slice_results(keyed_states, plan):
@@ -99,7 +130,9 @@ def _interval(lower, upper, standard_error):
 def _with_interval(entry, key):
     value = entry["metrics"][key]
     bounds = (entry.get("confidence_intervals") or {}).get(key)
-    return f"{value:.6f} ± {bounds['upper'] - value:.6f}" if bounds else value
+    if value is None or not bounds or bounds["upper"] is None:
+        return value
+    return f"{value:.6f} ± {bounds['upper'] - value:.6f}"
 
 
 def _json_slice_value(value):
@@ -168,6 +201,10 @@ def check_counts(document, max_fraction):
         raise OutputCheckError(
             f"rows do not reconcile: read {read} != evaluated {evaluated} + rejected {rejected}"
         )
+    if not evaluated:  # metrics of nothing: every one undefined
+        unreadable = len(document.get("unreadable_files", []))
+        files = f", {unreadable} file{'s' if unreadable > 1 else ''} unreadable" if unreadable else ""
+        raise OutputCheckError(f"no row evaluated: {rejected} of {read} rows rejected{files}")
     if rejected > max_fraction * read:
         reasons = "; ".join(f"{k}: {v}" for k, v in document["rejected_by_reason"].items())
         raise OutputCheckError(
@@ -190,7 +227,13 @@ def commit(document, output_dir, staging, max_fraction, staged_files=(), plan=No
     outputs), the verdict and `history_rows` (earlier runs' overall rows).
     Returns (the document, the verdict).
     """
-    check_counts(document, max_fraction)
+    try:
+        check_counts(document, max_fraction)
+    except OutputCheckError as e:
+        kept = _keep_rejected(output_dir, staging, staged_files)
+        if kept is None:
+            raise
+        raise OutputCheckError(f"{e}; the rejected rows are kept in {kept}") from None
     document["run"] = {**document["run"], "seconds": _seconds_since(document["run"]["started"])}
     if baseline_rows is not None:
         gates = gates.with_history_rows(baseline_rows)
@@ -199,22 +242,18 @@ def commit(document, output_dir, staging, max_fraction, staged_files=(), plan=No
                       if plan is not None else {})
     for name in STAGED_OUTPUTS:
         final_dir = join(output_dir, name)
-        staged = sorted(f for f in staged_files if f.startswith(join(staging, name) + "/"))
         # An earlier run's files go, whether or not this run writes this kind.
         old = [m.path for m in FileSystems.match([join(final_dir, "*")])[0].metadata_list]
         if old:
             FileSystems.delete(old)
-        if not staged:
-            continue
-        if not FileSystems.exists(final_dir):
-            FileSystems.mkdirs(final_dir)  # local disks need it; object stores ignore it
-        FileSystems.rename(staged, [join(final_dir, f.rsplit("/", 1)[1]) for f in staged])
+        _move(_staged(staged_files, staging, name), final_dir)
     if plan is not None:
         reports.publish(staged_reports, output_dir)
     write_json_atomically(join(output_dir, validation.VALIDATION_FILE), verdict)
     _write_marker(output_dir, validation.marker(verdict))
     write_json_atomically(join(output_dir, METRICS_FILE), document)
     remove_staging(staging)
+    remove_abandoned_staging(output_dir)
     return document, verdict
 
 
@@ -233,9 +272,90 @@ def _write_marker(output_dir, name):
     FileSystems.create(join(output_dir, name)).close()
 
 
+def _staged(staged_files, staging, name):
+    return sorted(f for f in staged_files if f.startswith(join(staging, name) + "/"))
+
+
+def _move(files, directory):
+    if not files:
+        return
+    if not FileSystems.exists(directory):
+        FileSystems.mkdirs(directory)  # local disks need it; object stores ignore it
+    FileSystems.rename(files, [join(directory, f.rsplit("/", 1)[1]) for f in files])
+
+
+def _keep_rejected(output_dir, staging, staged_files):
+    """A failed run's rejected rows, moved out of staging (which goes): where, or None if none."""
+    staged = _staged(staged_files, staging, "rejected")
+    if not staged:
+        return None
+    run_id = staging.rstrip("/").rsplit("/", 1)[-1][len(STAGING_PREFIX):]
+    kept = join(output_dir, f"{FAILED_PREFIX}{run_id}", "rejected")
+    _move(staged, kept)
+    return kept
+
+
+def _local(path):
+    return FileSystems.get_scheme(path) in (None, "file")
+
+
 def remove_staging(staging):
-    if FileSystems.exists(staging):
-        FileSystems.delete([staging])
+    """Deletes a staging directory and everything in it (no error if absent)."""
+    if _local(staging):
+        if FileSystems.exists(staging):
+            FileSystems.delete([staging])
+        return
+    # Object stores have no directories: the objects under the prefix go.
+    objects = [m.path for m in FileSystems.match([join(staging, "**")])[0].metadata_list]
+    if objects:
+        FileSystems.delete(objects)
+
+
+def remove_abandoned_staging(output_dir):
+    """Deletes the staging directories of runs killed before they could clean up.
+
+    Called once a run has committed. A run writing to the same output
+    directory at the same moment would lose its staged files; but two runs
+    writing one output directory at once overwrite each other's outputs anyway.
+    """
+    if _local(output_dir):
+        stagings = glob.glob(os.path.join(glob.escape(output_dir), STAGING_PREFIX + "*"))
+    else:
+        found = FileSystems.match([join(output_dir, STAGING_PREFIX + "*", "**")])[0].metadata_list
+        root = output_dir.rstrip("/")
+        stagings = {join(root, m.path[len(root):].lstrip("/").split("/", 1)[0]) for m in found}
+    for staging in sorted(stagings):
+        remove_staging(staging)
+
+
+def remove_staging_within(staging, seconds):
+    """remove_staging, given up after `seconds`; None when done, else why not.
+
+    After a failure the program must end promptly with its one-line error,
+    even when the store is slow or unreachable; staging left behind is
+    removed by the next run into the same output directory that succeeds.
+    """
+    outcome = []
+
+    def remove():
+        try:
+            remove_staging(staging)
+            outcome.append(None)
+        except Exception as e:  # reported by the caller, in one line
+            outcome.append(f"{type(e).__name__}: {' '.join(str(e).split())[:200]}")
+
+    worker = threading.Thread(target=remove, name="remove-staging", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    return outcome[0] if outcome else f"not done within {seconds:g} s"
+
+
+def _table_value(value):
+    if value is None:  # undefined (null in metrics.json)
+        return "null"
+    if isinstance(value, str):  # value ± half-width
+        return value
+    return f"{value:d}" if isinstance(value, int) else f"{value:.6f}"
 
 
 def format_table(document):
@@ -250,8 +370,7 @@ def format_table(document):
     rows += [(k, [e[k] for e in overall]) for k in ("example_count", "weighted_example_count")]
     rows += [(k, [document[k]] * len(overall)) for k in ("rows_read", "rows_rejected")]
     width = max(len(k) for k, _ in rows)
-    shown = [(k, [v if isinstance(v, str) else f"{v:d}" if isinstance(v, int) else f"{v:.6f}" for v in values])
-             for k, values in rows]
+    shown = [(k, [_table_value(v) for v in values]) for k, values in rows]
     columns = [max(12, len(n), *(len(values[i]) for _, values in shown)) for i, n in enumerate(names)]
     lines = [f"{'metric'.ljust(width)}  " + "  ".join(n.rjust(c) for n, c in zip(names, columns)),
              f"{'-' * width}  " + "  ".join("-" * c for c in columns)]

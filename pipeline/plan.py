@@ -3,7 +3,9 @@ the pipeline is built and handed to the readers, the DoFn and the combiners.
 
 Resolving it looks at the data set's first row once (`first_row_of_data_set`):
 list widths, TFRecord feature types, the predictions' schema, and the
-preflight check that every column the config names is in the input.
+preflight: the input has rows, every column the config names is in it with a
+usable type, and the config's loss_fn runs on that row as workers will run
+it. Each problem is an InputError (exit 2) before any pipeline is built.
 """
 
 import dataclasses
@@ -14,9 +16,10 @@ import importlib.metadata
 import numpy as np
 import pyarrow as pa
 
-from head import BadInputError, StateLayout
+from head import BadInputError, LossFnError, StateLayout
 from head.arrow import column_values, input_widths, to_arrow
 from head.slicing import sliceable_type_problem
+from pipeline.errors import column_label
 from pipeline.read import InputError, feature_types, first_batch
 
 VERSIONED_PACKAGES = ("beam-head-eval", "apache-beam", "pyarrow", "numpy", "tfx-bsl")
@@ -91,7 +94,7 @@ class EvalPlan:
         name = {"labels": self.label_column, "weights": self.weight_column}.get(role)
         if role == "logits" and model is not None:
             name = model.logits
-        return f"{role} ({name})" if name else role
+        return column_label(role, name)
 
     def prediction_column(self, model, key):
         """A prediction's column: the key, or 'key/model' when `models:` are configured."""
@@ -115,38 +118,51 @@ class EvalPlan:
 
 def resolve(config, paths, file_format, prediction_keys=(), passthrough=()):
     """The EvalPlan of a run; InputError when the input cannot serve the config."""
-    first_row = first_row_of_data_set(paths, file_format)
+    first_path, first_row = first_row_of_data_set(paths, file_format)
     plan = EvalPlan(config=config, paths=tuple(paths), file_format=file_format,
                     models=config.evaluated_models, prediction_keys=tuple(prediction_keys),
                     passthrough=tuple(passthrough),
                     # plots.json, the report and tfma/ all show calibration curves
-                    calibration=any(config.outputs.values()))
+                    calibration=config.writes_plots)
     columns = tuple(plan.named_columns())
     if first_row is not None:
-        check_columns(plan, first_row)
+        check_columns(plan, first_path, first_row)
     read_columns = None if plan.wants_features else columns
     decode = None
     if file_format == "tfrecord" and first_row is not None and read_columns is not None:
         decode = feature_types(first_row, read_columns)
     schema = predictions_schema(plan, first_row) if prediction_keys else None
-    return dataclasses.replace(plan, widths=data_set_widths(plan, first_row), read_columns=read_columns,
+    plan = dataclasses.replace(plan, widths=data_set_widths(plan, first_row), read_columns=read_columns,
                                decode_features=decode, prediction_schema=schema,
                                dictionary_columns=dictionary_columns(plan, first_row))
+    if first_row is not None:
+        check_loss_fn(plan, first_path, first_row)
+    return plan
 
 
 def first_row_of_data_set(paths, file_format):
-    """The first row of the first file that has a readable one, or None."""
+    """(path, first row) of the first file that has a readable row, or (None, None).
+
+    InputError when every file is readable and none has a row: an empty
+    input has nothing to evaluate. Unreadable files are left to the
+    pipeline, which names them (or sets them aside under `reject`).
+    """
+    unreadable = 0
     for path in paths:
         try:
             batch = first_batch(path, file_format)
         except Exception:  # InputError, ArrowInvalid, OSError: as SplitParquetFile catches
-            continue  # unreadable: reported (or fatal) when the pipeline reads it
+            unreadable += 1
+            continue
         if batch is not None:
-            return batch
-    return None
+            return path, batch
+    if not unreadable:
+        files = f"{paths[0]}" if len(paths) == 1 else f"{len(paths)} files ({paths[0]}, ...)"
+        raise InputError(f"no rows to evaluate: {files} {'has' if len(paths) == 1 else 'have'} no rows")
+    return None, None
 
 
-def check_columns(plan, first_row):
+def check_columns(plan, path, first_row):
     """Preflight: every column the config names is in the data with a usable type.
 
     Parquet files have a schema, so every named column is checked; a
@@ -161,7 +177,7 @@ def check_columns(plan, first_row):
     for column, role in required.items():
         if column not in names:
             raise InputError(
-                f"column {column!r} ({role}) is not in the input: {plan.paths[0]} has columns {names}")
+                f"column {column!r} ({role}) is not in the input: {path} has columns {names}")
     for spec in plan.slicing_specs:
         for column in spec.columns:
             if column in names:
@@ -169,6 +185,28 @@ def check_columns(plan, first_row):
                                                  bucketed=spec.boundaries(column) is not None)
                 if problem:
                     raise InputError(f"column {column!r} (slicing spec {spec}): {problem}")
+
+
+def check_loss_fn(plan, path, first_row):
+    """Preflight: the config's loss_fn runs on the data set's first row, as workers run it.
+
+    A loss_fn that raises (a feature the files lack, a bug) or returns the
+    wrong shape would fail every worker: found here, named in one line. A
+    bad first row is left to the pipeline and the invalid_rows policy.
+    """
+    if plan.config.head.get("loss_fn") is None:
+        return
+    from pipeline.evaluate import EvaluateBatch  # the DoFn's own evaluation of a batch
+
+    evaluate = EvaluateBatch(plan)
+    evaluate.setup()
+    try:
+        evaluate.evaluate_models(first_row)
+    except LossFnError as e:
+        columns = f"; {path} has columns {first_row.schema.names}" if isinstance(e.__cause__, KeyError) else ""
+        raise InputError(f"{e} (on the first row of {path}){columns}") from None
+    except BadInputError:
+        pass
 
 
 def dictionary_columns(plan, first_row):

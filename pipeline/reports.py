@@ -32,11 +32,6 @@ PLOTS = ("confusion_matrices", "confusion_matrices_at_thresholds", "calibration_
 _STAGED = "reports"  # under the run's staging directory
 
 
-def wanted(config):
-    """Whether the run writes any plot-based output (and so keeps calibration state)."""
-    return any(config.outputs.values())
-
-
 def _point_states(plan, totals):
     """The point-estimate states of [n, ...] combined states.
 
@@ -57,8 +52,13 @@ def slice_plots(keyed_states, plan):
     """
     (m, s), states = keyed_states
     keys, totals = states.sorted_items()
-    return (plan.models[m].name, s), ([slice_name(k) for k in keys],
-                                      plot_data(plan.layout, _point_states(plan, np.asarray(totals))))
+    point = _point_states(plan, np.asarray(totals))
+    # The overall slice, and each spec's largest max_plot_slices slices: 10,000 slices'
+    # curves would be about a gigabyte of JSON that nobody plots.
+    limit = len(keys) if s == 0 else plan.config.outputs["max_plot_slices"]
+    counts = plan.layout.part(point, "examples")
+    kept = np.sort(np.argsort(-counts, kind="stable")[:limit])
+    return (plan.models[m].name, s), ([slice_name(keys[i]) for i in kept], plot_data(plan.layout, point[kept]))
 
 
 def plots_document(document, keyed_plots):
@@ -68,15 +68,17 @@ def plots_document(document, keyed_plots):
     slice's identity and counts as in metrics.json, then per plot
     {field: [value per point]}; undefined values (0 / 0) are null, and a slice
     whose metrics are withheld (min_slice_size) has its plots withheld too.
+    Values stay numpy rows (views of each key's arrays, NaN for undefined)
+    until written: with 10,000 slices, Python lists of every point took
+    gigabytes.
     """
     rows = {}  # (model, slice name) -> (its spec's plot data, row): the first spec that made the slice
     for (model, _), (names, data) in sorted(keyed_plots, key=lambda item: item[0][1]):
-        lists = None
+        arrays = {plot: {field: np.asarray(values, dtype=np.float64) for field, values in fields.items()}
+                  for plot, fields in data.items()}
         for i, name in enumerate(names):
             if (model, name) not in rows:
-                lists = lists or {plot: {field: _json_rows(values) for field, values in fields.items()}
-                                  for plot, fields in data.items()}
-                rows[model, name] = (lists, i)
+                rows[model, name] = (arrays, i)
     plots = []
     for entry in document["slices"]:
         out = {k: entry[k] for k in ("model", "slice", "slice_name", "example_count", "weighted_example_count")}
@@ -85,14 +87,26 @@ def plots_document(document, keyed_plots):
             if found is None or entry["metrics"] is None:
                 out[plot] = None
             else:
-                lists, i = found
-                out[plot] = {field: values[i] for field, values in lists[plot].items()}
+                arrays, i = found
+                out[plot] = {field: values[i] for field, values in arrays[plot].items()}
         plots.append(out)
     return {"plots": plots}
 
 
+def write_plots(path, plots):
+    """plots.json, one entry at a time (only one entry's lists exist at once)."""
+    with FileSystems.create(path) as f:
+        f.write(b'{"plots":[')
+        for i, entry in enumerate(plots["plots"]):
+            jsonable = {k: v if k not in PLOTS or v is None else
+                        {field: _json_rows(values) for field, values in v.items()} for k, v in entry.items()}
+            f.write((",\n" if i else "\n").encode("utf-8") + strict_json(jsonable).encode("utf-8"))
+        f.write(b"\n]}\n")
+    return path
+
+
 def _json_rows(values):
-    """Rows of a 2-D float array as lists, NaN as None (strict JSON's null)."""
+    """A float array (any shape) as lists, NaN as None (strict JSON's null)."""
     values = np.asarray(values, dtype=np.float64)
     missing = ~np.isfinite(values)
     if missing.any():
@@ -120,13 +134,13 @@ def stage(document, keyed_plots, plan, staging, validation=None, history=None):
     of the overall slices (the report's trend).
     """
     outputs = plan.config.outputs
-    if not wanted(plan.config):
+    if not plan.config.writes_plots:
         return {}
     root = FileSystems.join(staging, _STAGED)
     staged = {}
     plots = plots_document(document, keyed_plots)
     if outputs["plots"]:
-        staged[PLOTS_FILE] = _write(FileSystems.join(root, PLOTS_FILE), strict_json(plots) + "\n")
+        staged[PLOTS_FILE] = write_plots(FileSystems.join(root, PLOTS_FILE), plots)
     if outputs["report"]:
         from pipeline import report_html, report_png
 

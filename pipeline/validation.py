@@ -36,6 +36,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from head.slicing import _as_column_type
 from pipeline.config import ConfigError, _check_keys, _parse_slicing_specs, _spec_as_dict
+from pipeline.errors import UsageError
 
 VALIDATION_FILE = "validation.json"
 BLESSED, NOT_BLESSED = "BLESSED", "NOT_BLESSED"
@@ -49,7 +50,7 @@ PER_SLICE_KEYS = ("slicing_specs", "thresholds")
 OVERALL_NAME = "Overall"
 
 
-class BaselineError(ValueError):
+class BaselineError(UsageError):
     """A baseline that cannot be used (--baseline_run), found before the pipeline runs."""
 
 

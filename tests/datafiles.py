@@ -271,3 +271,126 @@ def tfrecord_record_offsets(path):
         offset += 12 + length + 4
     assert offset == len(data), f"{path}: not a whole number of records"
     return records
+
+
+# ---- runs compared with a reference run (tests/test_runners.py, test_dask_runner.py) ----
+
+COUNTERS_LINE = "counters (beam_head_eval): "
+
+
+def run_and_read(tmp_path, pattern, config, *options, name="out"):
+    """The CLI in-process into tmp_path/name; its metrics.json (the run must succeed)."""
+    output = tmp_path / name
+    code = run_cli(["--input", pattern, "--config", config, "--output", output, *options])
+    assert code == 0, f"exit status {code}"
+    return read_metrics(output)
+
+
+def assert_same_run(document, reference, what):
+    """Same metrics (<= REL_TOL) and the same counts as the reference metrics.json."""
+    assert_metrics_equal(document["metrics"], reference["metrics"], what=what)
+    for key in ("example_count", "rows_read", "rows_evaluated", "rows_rejected"):
+        assert document[key] == reference[key], (what, key)
+    assert math.isclose(
+        document["weighted_example_count"], reference["weighted_example_count"], rel_tol=REL_TOL
+    ), what
+
+
+def printed_counters(out):
+    """The counters line a run printed at the end (stdout text), as {name: int}."""
+    lines = [line for line in out.splitlines() if line.startswith(COUNTERS_LINE)]
+    assert lines, f"no counters printed in {out!r}"
+    return {k: int(v) for k, v in (item.split("=") for item in lines[-1][len(COUNTERS_LINE):].split(", "))}
+
+
+def assert_counters(counters, rows):
+    assert counters["rows_read"] == rows
+    assert counters["rows_evaluated"] == rows
+    assert counters["rows_rejected"] == 0
+    assert counters["bytes_read"] >= rows * 8  # float32 logits and weights at least
+    assert counters["input_bytes"] > 0
+
+
+# ---- a run stopped mid-way (tests/test_signals.py, tests/test_dask_runner.py) -----
+
+RUN_PIPELINE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "run_pipeline.py")
+SLOW_LOSS_MODULE = '''
+import os
+import time
+
+import numpy as np
+
+
+def slow(labels, logits):
+    """In the pipeline: says that it is evaluating (a file), then takes a minute.
+
+    The launcher's preflight runs it on one row: that returns at once.
+    """
+    if len(logits) > 1:
+        open(os.environ["SLOW_LOSS_STARTED"], "a").close()
+        time.sleep(60)
+    return np.zeros_like(logits)
+'''
+
+
+def start_slow_run(tmp_path, input_pattern, *options):
+    """run_pipeline.py in a session of its own (like a terminal's foreground job),
+    with a loss_fn that blocks; returns (process, output dir) once the loss_fn
+    runs and the run's staging directory exists.
+    """
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "slow_losses.py").write_text(SLOW_LOSS_MODULE)
+    config = write_config(tmp_path / "slow.yaml", head={"loss_fn": "slow_losses:slow"},
+                          invalid_rows={"policy": "reject", "max_fraction": 0.5})
+    started, output = tmp_path / "loss_fn_started", tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, RUN_PIPELINE, "--input", str(input_pattern), "--config", config, "--output", str(output),
+         "--predictions", "logistic", *options],
+        cwd=tmp_path, env=dict(os.environ, SLOW_LOSS_STARTED=str(started)),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (started.exists() and glob.glob(str(output / ".staging-*"))):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"the run did not reach its loss_fn: {process.communicate()[1][-2000:]}")
+        time.sleep(0.1)
+    return process, output
+
+
+def processes_left(session, seconds=15):
+    """Pids still in a process session after up to `seconds` (a job's workers must end with it)."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        left = []
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                try:
+                    if os.getsid(int(name)) == session:
+                        left.append(int(name))
+                except (ProcessLookupError, PermissionError):
+                    pass
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
+def replace_tfrecord_record(path, index, payload):
+    """Puts `payload` in place of record `index`'s data, framed with valid CRCs."""
+    import struct
+
+    from pipeline import _tfrecord
+
+    offset, length = tfrecord_record_offsets(path)[index]
+    with open(path, "rb") as f:
+        data = f.read()
+    header = struct.pack("<Q", len(payload))
+    framed = (header + struct.pack("<I", _tfrecord.masked_crc32c(header)) + payload
+              + struct.pack("<I", _tfrecord.masked_crc32c(payload)))
+    with open(path, "wb") as f:
+        f.write(data[:offset] + framed + data[offset + 16 + length:])

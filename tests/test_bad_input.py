@@ -13,7 +13,7 @@ import re
 import numpy as np
 import pytest
 
-from tests.datafiles import read_metrics, run_cli, scores, write_config, write_files
+from tests.datafiles import read_metrics, replace_tfrecord_record, run_cli, scores, write_config, write_files
 
 FORMATS = ("parquet", "tfrecord")
 GOOD_ROWS, BAD_FILE_ROWS = 300, 400
@@ -194,6 +194,21 @@ def test_a_failed_run_leaves_an_earlier_run_untouched(tmp_path, capsys):
     assert os.path.basename(bad_path) in capsys.readouterr().err
     assert (output / "metrics.json").read_bytes() == before
     assert not [n for n in os.listdir(output) if n.startswith(".staging")]
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["first file", "second file"])
+def test_a_first_record_that_is_not_an_example_is_named(tmp_path, capsys, which):
+    """Record 0 (read for the types before the pipeline runs): exit 1, file and record named."""
+    pattern, paths = write_files(tmp_path / "in", "tfrecord", [scores(GOOD_ROWS, seed=1), scores(50, seed=2)])
+    replace_tfrecord_record(paths[which], 0, b"\x0a\x05\x0a\x03\x0a\x01")  # a length past its end
+    code, output = _run(tmp_path, pattern)
+    assert code == 1
+    stderr = capsys.readouterr().err
+    assert stderr.strip().splitlines() == [
+        f"error: {paths[which]}: cannot read TFRecord: record 0 at byte 0 is not a tf.train.Example: "
+        "length past the end of its message (byte 1 of its data)"
+    ]
+    _assert_no_metrics(output)
 
 
 # ---- exit 2: nothing to read, bad configs ----------------------------------------------

@@ -214,11 +214,21 @@ def test_batch_of_another_type_is_decoded_generally(scores):
     assert "multi" in sources[1].batch.schema.names  # all features, from the general decoder
 
 
-def test_records_that_are_not_examples_are_an_error(tmp_path):
-    path = _write_records(tmp_path / "junk.tfrecord", [b"\xff\x01garbage"] * 5)
-    [source] = _read(path, None, 300)
-    assert source.batch is None and source.first_row == 0
-    assert source.error.startswith("cannot read TFRecord: cannot decode records 0-4 as tf.train.Examples: ")
+@pytest.mark.parametrize("types", [None, {"logits": "float"}], ids=["all features", "selected"])
+def test_a_record_that_is_not_an_example_is_named_after_the_records_before_it(tmp_path, types):
+    good = tf.train.Example()
+    good.features.feature["logits"].float_list.value.append(0.5)
+    records = [good.SerializeToString()] * 3 + [b"\xff\x01garbage"] + [good.SerializeToString()]
+    path = _write_records(tmp_path / "junk.tfrecord", records)
+    offset = tfrecord_record_offsets(path)[3][0]
+    sources = _read(path, types, 300)
+    assert [s.first_row for s in sources] == [0, 3]
+    assert sources[0].batch.column("logits").to_pylist() == [[0.5]] * 3
+    assert sources[1].batch is None
+    assert sources[1].error == (
+        f"cannot read TFRecord: record 3 at byte {offset} is not a tf.train.Example: "
+        "invalid wire type (byte 0 of its data)"
+    )
 
 
 def test_no_types_when_the_first_row_lacks_a_column(scores):
@@ -240,3 +250,34 @@ def test_pipeline_does_not_import_tensorflow(tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=os.getcwd())
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_read_ahead_gives_the_items_in_order_then_the_error_and_stops_with_its_caller():
+    import concurrent.futures
+
+    from pipeline.read import _read_ahead
+
+    taken = []
+
+    def items(fail_at):
+        for i in range(5):
+            if i == fail_at:
+                raise OSError("disk on fire")
+            taken.append(i)
+            yield i
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        assert list(_read_ahead(pool, items(None))) == [0, 1, 2, 3, 4]
+        got = []
+        with pytest.raises(OSError, match="disk on fire"):
+            for item in _read_ahead(pool, items(3)):
+                got.append(item)
+        assert got == [0, 1, 2]
+        taken.clear()
+        ahead = _read_ahead(pool, items(None))
+        assert next(ahead) == 0
+        ahead.close()  # the next item is cancelled, or waited for: none is taken after
+        after_close = list(taken)
+        assert after_close in ([0], [0, 1])
+        pool.submit(lambda: None).result()  # the pool has nothing left running
+        assert taken == after_close

@@ -18,7 +18,6 @@ run does to an existing output directory.
 
 import glob
 import json
-import math
 import os
 import re
 import shutil
@@ -37,6 +36,7 @@ from tests.datafiles import (
     read_rejected,
     run_cli,
     scores,
+    replace_tfrecord_record,
     tfrecord_record_offsets,
     write_config,
     write_files,
@@ -167,8 +167,8 @@ def _is(expected):
     return lambda v: v == expected
 
 
-def _is_nan(v):
-    return isinstance(v, float) and math.isnan(v)
+# `values` is strict JSON: a NaN or infinite value is null there (the reason says which).
+_is_non_finite = _is(None)
 
 
 KINDS = {
@@ -178,20 +178,20 @@ KINDS = {
     "label_lt_0": (_assign("label", -1), WEIGHTED, COLUMNS,
                    "labels (label)", "Labels must be >= 0", "label", _is(-1)),
     "label_nan": (_assign("label", np.nan, np.float32), WEIGHTED, COLUMNS,
-                  "labels (label)", "Labels must be <= 2 - 1", "label", _is_nan),
+                  "labels (label)", "Labels must be <= 2 - 1", "label", _is_non_finite),
     "label_not_in_vocabulary": (
         _assign("label_str", "eggs", object), VOCABULARY, {"logits": "logits", "label": "label_str"},
         "labels (label_str)", "Labels must be >= 0", "label_str",
         lambda v: v in ("eggs", "b'eggs'"),  # tf.Example strings are bytes (JSON via repr)
     ),
     "logit_nan": (_assign("logits", np.nan), WEIGHTED, COLUMNS,
-                  "logits (logits)", "logits must be finite", "logits", _is_nan),
+                  "logits (logits)", "logits must be finite", "logits", _is_non_finite),
     "logit_+inf": (_assign("logits", np.inf), WEIGHTED, COLUMNS,
-                   "logits (logits)", "logits must be finite", "logits", _is(math.inf)),
+                   "logits (logits)", "logits must be finite", "logits", _is_non_finite),
     "logit_-inf": (_assign("logits", -np.inf), WEIGHTED, COLUMNS,
-                   "logits (logits)", "logits must be finite", "logits", _is(-math.inf)),
+                   "logits (logits)", "logits must be finite", "logits", _is_non_finite),
     "weight_nan": (_assign("weight", np.nan), WEIGHTED, COLUMNS,
-                   "weights (weight)", "weights must be finite", "weight", _is_nan),
+                   "weights (weight)", "weights must be finite", "weight", _is_non_finite),
     "null_label": (_null("label"), WEIGHTED, COLUMNS,
                    "labels (label)", "value is missing (null)", "label", _is(None)),
     "null_logit": (_null("logits"), WEIGHTED, COLUMNS,
@@ -397,14 +397,36 @@ def three_bad_of_1000(tmp_path_factory):
     return columns, write_files(tmp_path_factory.mktemp("fraction"), "parquet", [columns])
 
 
-def test_max_fraction_exceeded_fails_without_outputs(tmp_path, capsys, three_bad_of_1000):
+def _assert_rejected_rows_kept(output, stderr, rows):
+    """A run that failed its counts names where its rejected rows are, and they are there."""
+    kept = re.search(r"; the rejected rows are kept in (\S+)\n$", stderr).group(1)
+    assert os.path.dirname(kept).startswith(os.path.join(str(output), "failed-")), kept
+    assert [r["row"] for r in read_rejected(os.path.dirname(kept))] == rows
+    assert stderr.count("\n") == 1
+
+
+def test_max_fraction_exceeded_fails_and_keeps_the_rejected_rows(tmp_path, capsys, three_bad_of_1000):
     _, (pattern, _) = three_bad_of_1000
     code, output = _run(tmp_path, pattern, invalid_rows={"policy": "reject", "max_fraction": 0.001})
     assert code == 1
     stderr = capsys.readouterr().err
-    assert "error: 3 of 1000 rows rejected (0.3000%), more than invalid_rows.max_fraction 0.001" in stderr
-    assert "labels (label): Labels must be <= 2 - 1: 3" in stderr
+    assert stderr.startswith(
+        "error: 3 of 1000 rows rejected (0.3000%), more than invalid_rows.max_fraction 0.001: "
+        "labels (label): Labels must be <= 2 - 1: 3; the rejected rows are kept in ")
     _assert_no_outputs(output)
+    _assert_rejected_rows_kept(output, stderr, [17, 500, 999])
+
+
+def test_a_run_that_rejects_every_row_fails_and_keeps_them(tmp_path, capsys):
+    columns = scores(50, seed=3)
+    columns["label"] = np.full(50, 3.0, dtype=np.float32)
+    pattern, _ = write_files(tmp_path / "in", "parquet", [columns])
+    code, output = _run(tmp_path, pattern, invalid_rows={"policy": "reject"})
+    assert code == 1
+    stderr = capsys.readouterr().err
+    assert stderr.startswith("error: no row evaluated: 50 of 50 rows rejected; the rejected rows are kept in ")
+    _assert_no_outputs(output)
+    _assert_rejected_rows_kept(output, stderr, list(range(50)))
 
 
 def test_max_fraction_not_exceeded_succeeds(tmp_path, three_bad_of_1000):
@@ -419,12 +441,14 @@ def test_max_fraction_not_exceeded_succeeds(tmp_path, three_bad_of_1000):
     assert_document_matches(document, _expected([columns], [good], WEIGHTED, COLUMNS))
 
 
-def test_reject_with_the_default_max_fraction_0_fails(tmp_path, capsys, three_bad_of_1000):
+def test_reject_by_default_sets_aside_any_share_of_rows(tmp_path, capsys, three_bad_of_1000):
+    """max_fraction defaults to 1.0 under reject (SPEC §9): the run succeeds, every bad row counted."""
     _, (pattern, _) = three_bad_of_1000
     code, output = _run(tmp_path, pattern, invalid_rows={"policy": "reject"})
-    assert code == 1
-    assert "3 of 1000 rows rejected" in capsys.readouterr().err
-    _assert_no_outputs(output)
+    assert code == 0
+    assert read_metrics(output)["rows_rejected"] == 3
+    assert [r["row"] for r in read_rejected(output)] == [17, 500, 999]
+    assert "warning: 3 of 1000 rows rejected" in capsys.readouterr().err
 
 
 # ---- unreadable files ---------------------------------------------------------------------
@@ -464,6 +488,9 @@ def _corrupt_tfrecord(how, record=250):
                 f"{error} is cut short: the file ends {12 + length // 2} bytes into its "
                 f"{16 + length} bytes (truncated file?)"
             )
+        if how == "not_an_example":  # whole and CRC-checked, but not a tf.train.Example
+            replace_tfrecord_record(path, record, b"\xff\x01not a proto")
+            return record, f"{error} is not a tf.train.Example: invalid wire type (byte 0 of its data)"
         assert how == "truncate_header"  # inside the 8-byte length
         _truncate(path, offset + 4)
         return record, f"{error} is cut short: the file ends 4 bytes into its header (truncated file?)"
@@ -478,6 +505,7 @@ CORRUPT_CASES = {
     "tfrecord_flipped_byte": ("tfrecord", 1, _corrupt_tfrecord("flip")),
     "tfrecord_truncated_in_a_record": ("tfrecord", 1, _corrupt_tfrecord("truncate_payload")),
     "tfrecord_truncated_in_a_header": ("tfrecord", 1, _corrupt_tfrecord("truncate_header")),
+    "tfrecord_record_not_an_example": ("tfrecord", 1, _corrupt_tfrecord("not_an_example")),
 }
 CORRUPT_PARAMS = list(CORRUPT_CASES)
 
@@ -549,17 +577,16 @@ def _empty_file(root, file_format):
 
 @pytest.mark.parametrize("policy", ["fail", "reject"])
 @pytest.mark.parametrize("file_format", FORMATS)
-def test_empty_input_gives_zero_metrics_without_warnings(tmp_path, file_format, policy):
+def test_an_empty_input_is_an_error_before_the_pipeline(tmp_path, capsys, file_format, policy):
+    """Nothing to evaluate is not a success: exit 2, one line, no outputs (every metric would be undefined)."""
     pattern = _empty_file(tmp_path / "in", file_format)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        code, output = _run(tmp_path, pattern, invalid_rows={"policy": policy, "max_fraction": 0.0})
-    assert code == 3  # complete, but below the default validation.min_example_count of 1 (test_validation)
-    document = read_metrics(output)
-    assert document["example_count"] == 0 and document["weighted_example_count"] == 0.0
-    assert document["metrics"] and all(v == 0.0 for v in document["metrics"].values()), document["metrics"]
-    assert (document["rows_read"], document["rows_evaluated"], document["rows_rejected"]) == (0, 0, 0)
-    assert document["unreadable_files"] == []
+        code, output = _run(tmp_path, pattern, invalid_rows={"policy": policy})
+    assert code == 2
+    (path,) = glob.glob(pattern)
+    assert capsys.readouterr().err == f"error: no rows to evaluate: {path} has no rows\n"
+    assert not os.path.exists(output)
 
 
 # ---- negative weights ------------------------------------------------------------------------
@@ -652,7 +679,12 @@ def test_failed_runs_leave_an_earlier_run_byte_for_byte(tmp_path, capsys, integr
     code, _ = _run(tmp_path, pattern, output=output, name="over", extra=PREDICT,
                    invalid_rows={"policy": "reject", "max_fraction": 0.1})
     assert code == 1 and "100 of 200 rows rejected" in capsys.readouterr().err
-    assert _snapshot(output) == before
+    # Its rejected rows are kept beside the earlier run's outputs, which are untouched.
+    after = _snapshot(output)
+    kept = {k: v for k, v in after.items() if k.startswith("failed-")}
+    assert kept and all("/rejected/" in k for k in kept), sorted(kept)
+    assert {k: v for k, v in after.items() if k not in kept} == before
+    shutil.rmtree(os.path.join(output, next(iter(kept)).split("/")[0]))
     # A bad row under policy fail.
     code, _ = _run(tmp_path, pattern, output=output, name="fail", extra=PREDICT, invalid_rows=None)
     assert code == 1 and "logits must be finite" in capsys.readouterr().err

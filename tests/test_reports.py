@@ -481,3 +481,23 @@ def test_calibration_state_only_when_an_output_needs_it(tmp_path):
                           ({"report": False, "plots": False, "tfma": True}, True)):
         plan = resolve(parse_config(dict(base, outputs=outputs)), [data_path], "parquet")
         assert plan.layout.calibration is kept, outputs
+
+
+def test_plots_of_the_largest_max_plot_slices_slices_per_spec(tmp_path):
+    """outputs.max_plot_slices bounds the plotted slices of each spec; the overall slice is always plotted."""
+    from tests.datafiles import read_metrics, run_cli, scores, write_config, write_files
+    import json
+    import numpy as np
+
+    columns = scores(3000, seed=4)
+    columns["group"] = np.array([f"g{i % 7}" if i % 3 else "big" for i in range(3000)])
+    pattern, _ = write_files(tmp_path / "in", "parquet", [columns])
+    config = write_config(tmp_path / "c.yaml", slicing_specs=[{"feature_keys": ["group"]}],
+                          outputs={"report": False, "plots": True, "max_plot_slices": 2})
+    assert run_cli(["--input", pattern, "--config", config, "--output", tmp_path / "out"]) == 0
+    document = read_metrics(tmp_path / "out")
+    plots = json.loads((tmp_path / "out" / "plots.json").read_text())["plots"]
+    assert [p["slice_name"] for p in plots] == [e["slice_name"] for e in document["slices"]]
+    plotted = {p["slice_name"] for p in plots if p["confusion_matrices"] is not None}
+    largest = sorted((e for e in document["slices"] if e["slice"]), key=lambda e: -e["example_count"])[:2]
+    assert plotted == {"Overall"} | {e["slice_name"] for e in largest}

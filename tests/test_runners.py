@@ -1,142 +1,60 @@
-"""The pipeline on every runner available here, against the in-process
+"""Runners and their options (pipeline/runners.py), against the in-process
 DirectRunner run of the same files (<= 1e-12 relative, counts exact):
 
-- DirectRunner with worker processes (--direct_running_mode=multi_processing);
-- Beam's DaskRunner on a dask.distributed cluster (2 worker processes on
-  127.0.0.1), joined with --dask_client_address, and a local cluster of its own
-  without it; multi-output steps, sinks and bad input included;
-- DataflowRunner as a dry run: built and translated offline (no GCS, no API);
-- splitting (1, 2, 4 workers or Dask partitions, --batch_size, file order);
+- which runner a --runner name gives; an unknown one is one line, exit 2;
+- DirectRunner with worker processes (--direct_running_mode=multi_processing),
+  quiet on stderr;
+- splitting (1, 2, 4 workers, --batch_size, file order);
 - the Beam counters (rows, bytes) printed at the end;
-- the package built as an sdist, installed elsewhere and run from another
-  working directory.
+- DataflowRunner as a dry run: the preflight (--setup_file, the loss_fn's
+  module shipped, Beam's option validation: one line, exit 2, offline and
+  fast), then built and translated offline (no GCS, no API).
+
+The Dask runner's tests are tests/test_dask_runner.py.
 """
 
-import contextlib
 import glob
-import json
-import math
-import multiprocessing
 import os
 import subprocess
 import sys
-import tarfile
+import time
 
-import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
 from pipeline import runners
+from tests.conftest import RUNNER_FILE_SIZES
 from tests.datafiles import (
-    REL_TOL,
-    assert_metrics_equal,
-    head_results,
+    assert_counters,
+    assert_same_run,
+    printed_counters,
     read_metrics,
-    read_predictions,
+    run_and_read,
     run_cli,
-    scores,
-    split_rows,
     write_config,
-    write_files,
-    write_parquet,
-    write_tfrecord,
 )
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FILE_SIZES = (1100, 700, 1500, 900)  # rows per input file
-ROW_GROUP_SIZE = 300
+RUN_PIPELINE = os.path.join(PROJECT_ROOT, "run_pipeline.py")
 FORMATS = ("parquet", "tfrecord")
-HEAD = {"weight_column": "weight", "thresholds": [0.25, 0.5, 0.75]}
-COLUMNS = {"logits": "logits", "label": "label"}
 MULTI_PROCESS = ["--direct_running_mode=multi_processing"]
-COUNTERS_LINE = "counters (beam_head_eval): "
+ROWS = sum(RUNNER_FILE_SIZES)
 
 
-# ---- data and the reference run ----------------------------------------------------
+def run_program(args, cwd=PROJECT_ROOT, timeout=300):
+    """`python run_pipeline.py ARGS` in a subprocess, as a user runs it."""
+    return subprocess.run([sys.executable, RUN_PIPELINE, *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """The same rows as Parquet and TFRecord, plus Parquet with the files in another order.
-
-    'parquet-shuffled' holds the same files under names that sort differently,
-    so the pipeline meets the rows in another order.
-    """
-    columns = scores(sum(FILE_SIZES), seed=11)
-    parts = split_rows(columns, FILE_SIZES)
-    root = tmp_path_factory.mktemp("runner-inputs")
-    patterns = {}
-    for file_format in FORMATS:
-        patterns[file_format], _ = write_files(root / file_format, file_format, parts, row_group_size=ROW_GROUP_SIZE)
-    shuffled = root / "parquet-shuffled"
-    os.makedirs(shuffled)
-    for name, part in zip(("c", "a", "d", "b"), parts):
-        write_parquet(shuffled / f"scores-{name}.parquet", part, row_group_size=ROW_GROUP_SIZE)
-    patterns["parquet-shuffled"] = str(shuffled / "scores-*.parquet")
-    config = write_config(root / "config.yaml", head=dict(HEAD), columns=COLUMNS)
-    return columns, patterns, config
+# ---- which runner ----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def reference(data, tmp_path_factory):
-    """In-process DirectRunner metrics.json per format (checked against the head itself)."""
-    columns, patterns, config = data
-    expected, count, weighted = head_results(
-        dict(HEAD), columns["logits"], columns["label"], columns["weight"]
-    )
-    documents = {}
-    for file_format in FORMATS:
-        output = tmp_path_factory.mktemp(f"reference-{file_format}")
-        assert run_cli(["--input", patterns[file_format], "--config", config, "--output", output]) == 0
-        document = read_metrics(output)
-        assert_metrics_equal(document["metrics"], expected, what=f"in-process {file_format} vs the head")
-        assert document["example_count"] == count
-        assert math.isclose(document["weighted_example_count"], weighted, rel_tol=REL_TOL)
-        documents[file_format] = document
-    return documents
-
-
-def _run(tmp_path, pattern, config, *options, name="out"):
-    output = tmp_path / name
-    code = run_cli(["--input", pattern, "--config", config, "--output", output, *options])
-    assert code == 0, f"exit status {code}"
-    return read_metrics(output)
-
-
-def _assert_same_as(document, reference, what):
-    assert_metrics_equal(document["metrics"], reference["metrics"], what=what)
-    for key in ("example_count", "rows_read", "rows_evaluated", "rows_rejected"):
-        assert document[key] == reference[key], (what, key)
-    assert math.isclose(
-        document["weighted_example_count"], reference["weighted_example_count"], rel_tol=REL_TOL
-    ), what
-
-
-def _printed_counters(capsys):
-    """The counters line printed at the end, as {name: int}."""
-    out = capsys.readouterr().out
-    lines = [line for line in out.splitlines() if line.startswith(COUNTERS_LINE)]
-    assert lines, f"no counters printed in {out!r}"
-    return {k: int(v) for k, v in (item.split("=") for item in lines[-1][len(COUNTERS_LINE):].split(", "))}
-
-
-def _assert_counters(counters, rows):
-    assert counters["rows_read"] == rows
-    assert counters["rows_evaluated"] == rows
-    assert counters["rows_rejected"] == 0
-    assert counters["bytes_read"] >= rows * 8  # float32 logits and weights at least
-    assert counters["input_bytes"] > 0
-
-
-# ---- DirectRunner: in-process and worker processes -----------------------------------
-
-
-@pytest.mark.parametrize("args", [[], ["--runner=DirectRunner"], ["--runner", "DirectRunner"]])
+@pytest.mark.parametrize("args", [[], ["--runner=DirectRunner"], ["--runner", "DirectRunner"], ["--runner=direct"]])
 def test_direct_runner_is_the_fn_api_runner_without_trying_prism(args):
     from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 
     options = runners.pipeline_options(args)
-    assert isinstance(runners.direct_runner(options), FnApiRunner)
+    assert isinstance(runners.create_runner(options), FnApiRunner)
     assert runners.runner_name(options) == "DirectRunner"
 
 
@@ -145,20 +63,55 @@ def test_other_runners_are_left_to_beam(runner):
     assert runners.direct_runner(runners.pipeline_options([f"--runner={runner}"])) is None
 
 
-def test_in_process_counters(data, reference, tmp_path, capsys):
-    _, patterns, config = data
-    capsys.readouterr()
-    _run(tmp_path, patterns["parquet"], config)
-    _assert_counters(_printed_counters(capsys), sum(FILE_SIZES))
+@pytest.mark.parametrize(
+    "name, short, runner_class",
+    [("dataflow", "DataflowRunner", "DataflowRunner"), ("DataflowRunner", "DataflowRunner", "DataflowRunner"),
+     ("dask", "DaskRunner", "DaskRunner"), ("daskrunner", "DaskRunner", "DaskRunner")],
+)
+def test_runner_names_resolve_as_beam_resolves_them(name, short, runner_class):
+    options = runners.pipeline_options([f"--runner={name}"])
+    assert runners.runner_name(options) == short
+    assert type(runners.create_runner(options)).__name__ == runner_class
 
 
-@pytest.mark.parametrize("file_format", FORMATS)
-def test_multi_process_direct_runner_matches_in_process(data, reference, tmp_path, capsys, file_format):
-    _, patterns, config = data
+def test_an_unknown_runner_is_one_line_and_exit_2(runner_inputs, tmp_path):
+    _, patterns, config = runner_inputs
+    done = run_program(["--input", patterns["parquet"], "--config", config, "--output", tmp_path / "out",
+                        "--runner=SparkleRunner"])
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: --runner SparkleRunner: unknown runner (known: ")
+    assert "DataflowRunner" in done.stderr and "DaskRunner" in done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert not os.path.exists(tmp_path / "out")
+
+
+# ---- DirectRunner: in-process and worker processes -----------------------------------
+
+
+def test_in_process_counters(runner_inputs, runner_reference, tmp_path, capsys):
+    _, patterns, config = runner_inputs
     capsys.readouterr()
-    document = _run(tmp_path, patterns[file_format], config, "--direct_num_workers=2", *MULTI_PROCESS)
-    _assert_same_as(document, reference[file_format], f"multi-process {file_format}")
-    _assert_counters(_printed_counters(capsys), sum(FILE_SIZES))
+    run_and_read(tmp_path, patterns["parquet"], config)
+    assert_counters(printed_counters(capsys.readouterr().out), ROWS)
+
+
+def test_multi_process_direct_runner_matches_in_process_and_is_quiet(runner_inputs, runner_reference, tmp_path):
+    """A user's run with worker processes: the workers' start-up notices are not shown."""
+    _, patterns, config = runner_inputs
+    done = run_program(["--input", patterns["parquet"], "--config", config, "--output", tmp_path / "out",
+                        "--direct_num_workers=2", *MULTI_PROCESS])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr == ""
+    assert_same_run(read_metrics(tmp_path / "out"), runner_reference["parquet"], "multi-process parquet")
+    assert_counters(printed_counters(done.stdout), ROWS)
+
+
+def test_multi_process_direct_runner_reads_tfrecord(runner_inputs, runner_reference, tmp_path, capsys):
+    _, patterns, config = runner_inputs
+    capsys.readouterr()
+    document = run_and_read(tmp_path, patterns["tfrecord"], config, "--direct_num_workers=2", *MULTI_PROCESS)
+    assert_same_run(document, runner_reference["tfrecord"], "multi-process tfrecord")
+    assert_counters(printed_counters(capsys.readouterr().out), ROWS)
 
 
 # (workers, batch size, input): the same rows split in other ways
@@ -166,128 +119,27 @@ SPLITS = [(1, 65536, "parquet"), (2, 97, "parquet-shuffled"), (4, 500, "parquet"
 
 
 @pytest.mark.parametrize("workers,batch_size,inputs", SPLITS)
-def test_multi_process_splitting_changes_nothing(data, reference, tmp_path, workers, batch_size, inputs):
-    _, patterns, config = data
-    document = _run(tmp_path, patterns[inputs], config, f"--direct_num_workers={workers}",
-                    "--batch_size", batch_size, *MULTI_PROCESS)
-    _assert_same_as(document, reference["parquet"], f"{workers} processes, batch {batch_size}, {inputs}")
-
-
-# ---- Dask -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def dask_cluster():
-    """A real scheduler and 2 worker processes, on the loopback interface only."""
-    distributed = pytest.importorskip("distributed")
-    runners.export_import_path()
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0"
-    ) as cluster, distributed.Client(cluster) as client:
-        yield cluster, client
-
-
-def _dask(cluster, *more):
-    return ["--runner=DaskRunner", f"--dask_client_address={cluster.scheduler_address}", *more]
-
-
-@contextlib.contextmanager
-def _task_workers(client):
-    """{task name prefix: set of worker addresses} of the tasks run meanwhile."""
-    import distributed
-
-    seen = {}
-    with distributed.get_task_stream(client) as stream:
-        yield seen
-    for task in stream.data:
-        key = task["key"][0] if isinstance(task["key"], tuple) else task["key"]
-        seen.setdefault(key.rsplit("-", 1)[0], set()).add(task["worker"])
-
-
-@pytest.mark.parametrize("file_format", FORMATS)
-def test_dask_runner_matches_in_process(data, reference, dask_cluster, tmp_path, capsys, file_format):
-    _, patterns, config = data
-    cluster, client = dask_cluster
-    capsys.readouterr()
-    with _task_workers(client) as workers:
-        document = _run(tmp_path, patterns[file_format], config, *_dask(cluster))
-    _assert_same_as(document, reference[file_format], f"Dask {file_format}")
-    assert document["run"]["runner"] == "DaskRunner"
-    _assert_counters(_printed_counters(capsys), sum(FILE_SIZES))
-    # The files were read and evaluated by both worker processes (tasks are
-    # named after the first step of a fused stage: read, evaluate, partial combine).
-    read_stage = "Read-ReadParquet" if file_format == "parquet" else "Read-ReadTFRecord"
-    assert len(workers[read_stage]) == 2, workers
-
-
-# (partitions, batch size, input)
-DASK_SPLITS = [(1, 65536, "parquet-shuffled"), (2, 97, "parquet"), (4, 500, "parquet-shuffled")]
-
-
-@pytest.mark.parametrize("partitions,batch_size,inputs", DASK_SPLITS)
-def test_dask_splitting_changes_nothing(data, reference, dask_cluster, tmp_path, partitions, batch_size, inputs):
-    _, patterns, config = data
-    cluster, _ = dask_cluster
-    document = _run(tmp_path, patterns[inputs], config, *_dask(cluster, f"--dask_npartitions={partitions}"),
-                    "--batch_size", batch_size)
-    _assert_same_as(document, reference["parquet"], f"Dask, {partitions} partitions, batch {batch_size}, {inputs}")
-
-
-def test_dask_predictions_and_rejected_rows(dask_cluster, tmp_path):
-    """Tagged outputs, sinks (outputs of finish_bundle) and side inputs on Dask."""
-    cluster, _ = dask_cluster
-    columns = scores(2400, seed=5)
-    columns["logits"][[3, 700, 1999]] = np.nan  # rejected, not fatal
-    pattern, _ = write_files(tmp_path / "in", "parquet", split_rows(columns, (800, 800, 800)), row_group_size=200)
-    config = write_config(tmp_path / "reject.yaml", head=dict(HEAD), columns=COLUMNS,
-                          invalid_rows={"policy": "reject", "max_fraction": 0.01})
-    extra = ["--predictions", "logistic,class_ids", "--passthrough", "id", "--batch_size", 300]
-    local = _run(tmp_path, pattern, config, *extra, name="direct")
-    dask = _run(tmp_path, pattern, config, *extra, *_dask(cluster), name="dask")
-    _assert_same_as(dask, local, "Dask with predictions and rejected rows")
-    assert dask["rows_rejected"] == 3 and dask["rejected_by_reason"] == local["rejected_by_reason"]
-    ours = read_predictions(tmp_path / "dask").sort_by("id")
-    theirs = read_predictions(tmp_path / "direct").sort_by("id")
-    assert ours.num_rows == 2400 - 3
-    assert ours.equals(theirs)
-    rejected = [pq.read_table(f) for f in glob.glob(str(tmp_path / "dask" / "rejected" / "*.parquet"))]
-    assert sorted(r for t in rejected for r in t.column("row").to_pylist()) == [3, 399, 700]  # rows in their files
-
-
-def test_dask_bad_input_fails_naming_the_row(dask_cluster, tmp_path, capsys):
-    cluster, _ = dask_cluster
-    columns = scores(600, seed=3)
-    columns["label"][450] = 7
-    pattern, paths = write_files(tmp_path / "in", "parquet", split_rows(columns, (300, 300)))
-    config = write_config(tmp_path / "config.yaml", head=dict(HEAD), columns=COLUMNS)
-    code = run_cli(["--input", pattern, "--config", config, "--output", tmp_path / "out", *_dask(cluster)])
-    assert code == 1
-    error = capsys.readouterr().err
-    assert f"{paths[1]}, row 150, column labels (label)" in error, error
-    assert not os.path.exists(tmp_path / "out" / "metrics.json")
-
-
-def test_dask_without_address_starts_and_stops_a_local_cluster(data, reference, tmp_path):
-    pytest.importorskip("distributed")
-    _, patterns, config = data
-    before = set(multiprocessing.active_children())
-    document = _run(tmp_path, patterns["parquet"], config, "--runner=DaskRunner")
-    _assert_same_as(document, reference["parquet"], "Dask, own local cluster")
-    assert set(multiprocessing.active_children()) <= before  # its worker processes are gone
+def test_multi_process_splitting_changes_nothing(runner_inputs, runner_reference, tmp_path, workers, batch_size,
+                                                 inputs):
+    _, patterns, config = runner_inputs
+    document = run_and_read(tmp_path, patterns[inputs], config, f"--direct_num_workers={workers}",
+                            "--batch_size", batch_size, *MULTI_PROCESS)
+    assert_same_run(document, runner_reference["parquet"], f"{workers} processes, batch {batch_size}, {inputs}")
 
 
 # ---- Dataflow, offline ------------------------------------------------------------------
 
-DATAFLOW = [
+SETUP_FILE = os.path.join(PROJECT_ROOT, "setup.py")
+DATAFLOW_OPTIONS = [
     "--runner=DataflowRunner", "--dry_run=True", "--no_auth", "--project", "test-project",
     "--region", "us-central1", "--temp_location", "gs://valid-bucket/tmp",
-    "--setup_file", os.path.join(PROJECT_ROOT, "setup.py"),
 ]
+DATAFLOW = DATAFLOW_OPTIONS + ["--setup_file", SETUP_FILE]
 
 
 @pytest.mark.parametrize("file_format", FORMATS)
-def test_dataflow_dry_run_builds_and_translates(data, tmp_path, capsys, no_gcs, file_format):
-    _, patterns, config = data
+def test_dataflow_dry_run_builds_and_translates(runner_inputs, tmp_path, capsys, no_gcs, file_format):
+    _, patterns, config = runner_inputs
     code = run_cli(["--input", patterns[file_format], "--config", config,
                     "--output", "gs://valid-bucket/eval", *DATAFLOW])
     out = capsys.readouterr().out
@@ -296,13 +148,13 @@ def test_dataflow_dry_run_builds_and_translates(data, tmp_path, capsys, no_gcs, 
     assert "gs://valid-bucket/eval/metrics.json" in out
 
 
-def test_dataflow_job_holds_the_pipeline_and_the_package(data, no_gcs):
+def test_dataflow_job_holds_the_pipeline_and_the_package(runner_inputs, no_gcs):
     import apache_beam as beam
 
     from pipeline import build, plan
     from pipeline.config import load_config
 
-    _, patterns, config_path = data
+    _, patterns, config_path = runner_inputs
     config = load_config(config_path)
     options = runners.pipeline_options(DATAFLOW)
     paths = sorted(glob.glob(patterns["parquet"]))
@@ -318,8 +170,8 @@ def test_dataflow_job_holds_the_pipeline_and_the_package(data, no_gcs):
     assert job.options.view_as(beam.options.pipeline_options.SetupOptions).setup_file.endswith("setup.py")
 
 
-def test_dataflow_needs_gs_paths(data, capsys):
-    _, patterns, config = data
+def test_dataflow_needs_gs_paths(runner_inputs, capsys):
+    _, patterns, config = runner_inputs
     code = run_cli(["--input", patterns["parquet"], "--config", config, "--output", "/tmp/local", *DATAFLOW])
     assert code == 2 and "gs://" in capsys.readouterr().err
     not_dry = [a for a in DATAFLOW if a != "--dry_run=True"] + ["--dry_run=False"]
@@ -327,67 +179,91 @@ def test_dataflow_needs_gs_paths(data, capsys):
     assert code == 2 and "--input" in capsys.readouterr().err
 
 
-# ---- the package, installed ---------------------------------------------------------------
+def test_dataflow_dry_run_ships_a_loss_fn_that_setup_py_installs(runner_inputs, tmp_path, capsys, no_gcs):
+    """configs/custom_loss.yaml names its loss by the package setup.py installs it as."""
+    _, patterns, _ = runner_inputs
+    config = os.path.join(PROJECT_ROOT, "configs", "custom_loss.yaml")
+    code = run_cli(["--input", patterns["parquet"], "--config", config, "--output", "gs://valid-bucket/eval",
+                    *DATAFLOW])
+    assert code == 0, capsys.readouterr().err
+    assert "dry run: DataflowRunner job built and translated" in capsys.readouterr().out
 
 
-def test_sdist_installs_and_runs_from_anywhere(tmp_path):
-    """sdist -> wheel -> installed in a directory of its own; run from another one.
+# (extra arguments, config's loss_fn or None, the one line's start): each fails
+# before anything is built, offline, with exit status 2. A worker would fail
+# on each of these; the preflight finds them on the launcher.
+DATAFLOW_PREFLIGHT = {
+    "setup_file_missing": (
+        DATAFLOW_OPTIONS + ["--setup_file", "./setup.py"], None,
+        "error: --setup_file ./setup.py: no such file (Dataflow workers install this package from it",
+    ),
+    "no_setup_file": (
+        DATAFLOW_OPTIONS, None,
+        "error: --setup_file is missing: Dataflow workers need this package; pass --setup_file ./setup.py",
+    ),
+    "invalid_project": (
+        [a if a != "test-project" else "p" for a in DATAFLOW], None,
+        "error: Dataflow options: Invalid Project ID (p).",
+    ),
+    "no_region": (
+        [a for a in DATAFLOW if a not in ("--region", "us-central1")], None,
+        "error: Dataflow options: Missing required option: region.",
+    ),
+    "invalid_temp_location": (
+        [a if a != "gs://valid-bucket/tmp" else "gs://b/t" for a in DATAFLOW], None,
+        "error: Dataflow options: Invalid GCS bucket (gs://b/t), given for the option: temp_location.",
+    ),
+    "no_region_invalid_project": (
+        [a if a != "test-project" else "p" for a in DATAFLOW if a not in ("--region", "us-central1")], None,
+        "error: Dataflow options: Invalid Project ID (p). Please make sure you specified the Project ID, "
+        "not project description; Missing required option: region.",
+    ),
+    "logits_column_missing": (
+        DATAFLOW, {"columns": {"logits": "logit", "label": "label"}},
+        "error: column 'logit' (logits) is not in the input: ",
+    ),
+    "loss_fn_reads_a_missing_feature": (  # shipped (setup.py installs pipeline.configs)
+        DATAFLOW, {"head": {"loss_fn": "pipeline.configs.example_losses:weighted_by_feature"}},
+        "error: loss_fn pipeline.configs.example_losses:weighted_by_feature raised KeyError: 'importance' "
+        "(on the first row of ",
+    ),
+    "loss_fn_not_shipped": (  # importable here (the working directory), not on the workers
+        DATAFLOW, "local_losses:doubled",
+        f"error: head.loss_fn local_losses:doubled: module local_losses is not shipped to "
+        f"Dataflow workers by --setup_file {SETUP_FILE} (it installs head, pipeline, pipeline.configs, "
+        "pipeline.demo, run_pipeline); put the module in one of those packages",
+    ),
+}
 
-    Dependencies come from this environment (--no-deps); a full install into a
-    clean virtual environment is the same with the dependencies downloaded.
+
+LOCAL_LOSSES = """
+def doubled(labels, logits):
+    return 2 * logits
+"""
+
+
+@pytest.mark.parametrize("case", list(DATAFLOW_PREFLIGHT))
+def test_dataflow_preflight_fails_fast_in_one_line(runner_inputs, tmp_path, case):
+    """As a user runs it, from a directory without setup.py, to a gs:// output.
+
+    A failure on that path must not call the network (Beam's option
+    validation would create a default bucket; cleanup would contact the
+    output bucket, retrying credentials for minutes): it ends in seconds.
     """
-    dist, egg = tmp_path / "dist", tmp_path / "egg"
-    os.makedirs(egg)
-    subprocess.run(
-        [sys.executable, "setup.py", "-q", "egg_info", "--egg-base", str(egg), "sdist", "--dist-dir", str(dist)],
-        cwd=PROJECT_ROOT, check=True, capture_output=True,
-    )
-    (sdist,) = glob.glob(str(dist / "*.tar.gz"))
-    with tarfile.open(sdist) as archive:
-        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
-    for needed in ("setup.py", "run_pipeline.py", "head/__init__.py", "head/metrics.py", "pipeline/cli.py",
-                   "pipeline/read.py", "pipeline/runners.py", "pipeline/tfrecord.py", "pipeline/_tfrecord.c",
-                   "configs/default.yaml", "data/demo/scores.parquet"):
-        assert needed in names, f"{needed} missing from the sdist"
-
-    target = tmp_path / "installed"
-    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run(pip + ["wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), sdist], check=True)
-    (wheel,) = glob.glob(str(dist / "*.whl"))
-    subprocess.run(pip + ["install", "--no-deps", "--target", str(target), wheel], check=True)
-    assert os.path.isfile(target / "pipeline" / "configs" / "default.yaml")
-    assert os.path.isfile(target / "pipeline" / "demo" / "scores.parquet")
-    assert glob.glob(str(target / "pipeline" / "_tfrecord*.so")), "the TFRecord extension was not built"
-
-    elsewhere = tmp_path / "elsewhere"
-    os.makedirs(elsewhere)
-    env = dict(os.environ, PYTHONPATH=str(target))
-    # The console script with no arguments: the demo data and default config it ships.
-    done = subprocess.run([str(target / "bin" / "beam-head-eval")], cwd=elsewhere, env=env,
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    demo = read_metrics(elsewhere / "demo_output")
-    assert demo["run"]["input"] == str(target / "pipeline" / "demo" / "scores.parquet")
-    assert demo["run"]["config"]["head"]["thresholds"] == [0.3, 0.5, 0.7]
-    assert demo["example_count"] == 100_000
-    # The report's inlined style and script ship with the package.
-    assert os.path.isfile(target / "pipeline" / "report.js") and os.path.isfile(target / "pipeline" / "report.css")
-    assert os.path.getsize(elsewhere / "demo_output" / "report.html") > 20_000
-    # python -m run_pipeline, with worker processes importing the installed packages.
-    done = subprocess.run(
-        [sys.executable, "-m", "run_pipeline", "--input", os.path.join(PROJECT_ROOT, "data", "demo", "scores.parquet"),
-         "--output", "out", "--direct_num_workers=2", *MULTI_PROCESS],
-        cwd=elsewhere, env=env, capture_output=True, text=True,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert_metrics_equal(read_metrics(elsewhere / "out")["metrics"], demo["metrics"], what="installed, 2 processes")
-    with open(elsewhere / "out" / "metrics.json") as f:
-        assert json.load(f)["rows_read"] == 100_000
-    # TFRecord, read by the installed (compiled) framing.
-    tfrecord = write_tfrecord(tmp_path / "scores.tfrecord", scores(500))
-    done = subprocess.run(
-        [sys.executable, "-m", "run_pipeline", "--input", tfrecord, "--output", "tf_out"],
-        cwd=elsewhere, env=env, capture_output=True, text=True,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert read_metrics(elsewhere / "tf_out")["rows_evaluated"] == 500
+    arguments, config, expected = DATAFLOW_PREFLIGHT[case]
+    _, patterns, _ = runner_inputs
+    if isinstance(config, str):  # a loss_fn in the working directory
+        (tmp_path / "local_losses.py").write_text(LOCAL_LOSSES)
+        config = {"head": {"loss_fn": config}}
+    config = config or {}
+    head = {"weight_column": "weight", **config.get("head", {})}
+    config = write_config(tmp_path / "config.yaml", head=head, **{k: v for k, v in config.items() if k != "head"})
+    started = time.monotonic()
+    done = run_program(["--input", patterns["parquet"], "--config", config, "--output", "gs://valid-bucket/eval",
+                        *arguments], cwd=tmp_path)
+    seconds = time.monotonic() - started
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.startswith(expected), done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert done.stdout == ""
+    assert seconds < 30, f"{seconds:.0f} s: a network call on a failure path?"

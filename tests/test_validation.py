@@ -609,43 +609,6 @@ def test_baseline_run_gates_against_an_earlier_runs_metrics_json(cli, data, tmp_
     assert verdict["failures"][0]["baseline"] == pytest.approx(before["average_loss"], rel=1e-12)
 
 
-def _empty_input(root):
-    os.makedirs(root, exist_ok=True)
-    return write_parquet(os.path.join(root, "empty.parquet"), {k: v[:0] for k, v in scores(1).items()})
-
-
-@pytest.mark.parametrize("minimum, code", [(None, 3), (0, 0)])
-def test_an_empty_input_completes_but_fails_min_example_count(cli, tmp_path, minimum, code):
-    sections = {} if minimum is None else {"validation": {"min_example_count": minimum}}
-    config = write_config(tmp_path / "c.yaml", WEIGHTED, **sections)
-    output = tmp_path / "out"
-    run = cli("--input", _empty_input(tmp_path / "in"), "--config", config, "--output", output)
-    assert run.returncode == code, run.stderr
-    assert _read(output, "metrics.json")["example_count"] == 0
-    if code:
-        assert _failure_lines(run.stderr) == ["validation failed: Overall: example_count 0 < min_example_count 1"]
-        assert _files(output) == sorted(["NOT_BLESSED", "metrics.json", "validation.json", *REPORTS])
-        assert _read(output, "validation.json")["failures"][0]["threshold"] == {"min_example_count": 1}
-    else:
-        assert _files(output) == sorted(["BLESSED", "metrics.json", "validation.json", *REPORTS])
-
-
-def test_a_fully_rejected_input_completes_but_fails_min_example_count(cli, tmp_path):
-    columns = scores(500, seed=3)
-    columns["label"] = np.full(500, 7, dtype=np.int64)
-    path = write_parquet(tmp_path / "bad.parquet", columns)
-    config = write_config(tmp_path / "c.yaml", WEIGHTED, invalid_rows={"policy": "reject", "max_fraction": 1.0},
-                          validation={"min_example_count": 100})
-    output = tmp_path / "out"
-    run = cli("--input", path, "--config", config, "--output", output)
-    assert run.returncode == 3, run.stderr
-    document = _read(output, "metrics.json")
-    assert (document["rows_read"], document["rows_rejected"], document["example_count"]) == (500, 500, 0)
-    assert _failure_lines(run.stderr) == ["validation failed: Overall: example_count 0 < min_example_count 100"]
-    assert "warning: 500 of 500 rows rejected" in run.stderr
-    assert _files(output) == sorted(["NOT_BLESSED", "metrics.json", "rejected", "validation.json", *REPORTS])
-
-
 @pytest.mark.parametrize("gates, message", [
     ({"thresholds": {"aucc": {"value_threshold": {"lower_bound": 0.5}}}},
      "error: config {config}: validation.thresholds.aucc: unknown metric key (valid: average_loss,"),
