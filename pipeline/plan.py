@@ -143,22 +143,17 @@ def resolve(config, paths, file_format, prediction_keys=(), passthrough=()):
 def first_row_of_data_set(paths, file_format):
     """(path, first row) of the first file that has a readable row, or (None, None).
 
-    InputError when every file is readable and none has a row: an empty
-    input has nothing to evaluate. Unreadable files are left to the
-    pipeline, which names them (or sets them aside under `reject`).
+    Unreadable files are left to the pipeline, which names them (or sets
+    them aside under `reject`); an input without rows runs to its verdict
+    (min_example_count: exit 3).
     """
-    unreadable = 0
     for path in paths:
         try:
             batch = first_batch(path, file_format)
         except Exception:  # InputError, ArrowInvalid, OSError: as SplitParquetFile catches
-            unreadable += 1
             continue
         if batch is not None:
             return path, batch
-    if not unreadable:
-        files = f"{paths[0]}" if len(paths) == 1 else f"{len(paths)} files ({paths[0]}, ...)"
-        raise InputError(f"no rows to evaluate: {files} {'has' if len(paths) == 1 else 'have'} no rows")
     return None, None
 
 

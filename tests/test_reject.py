@@ -417,16 +417,25 @@ def test_max_fraction_exceeded_fails_and_keeps_the_rejected_rows(tmp_path, capsy
     _assert_rejected_rows_kept(output, stderr, [17, 500, 999])
 
 
-def test_a_run_that_rejects_every_row_fails_and_keeps_them(tmp_path, capsys):
+def _assert_not_blessed_for_no_examples(output, stderr):
+    """The run completed; its verdict fails min_example_count (SPEC §8): exit 3's outputs."""
+    assert "validation failed: Overall: example_count 0 < min_example_count 1" in stderr
+    assert os.path.exists(os.path.join(output, "NOT_BLESSED"))
+    assert not os.path.exists(os.path.join(output, "BLESSED"))
+    document = read_metrics(output)
+    assert document["example_count"] == 0 and document["rows_evaluated"] == 0
+    return document
+
+
+def test_a_run_that_rejects_every_row_completes_and_fails_validation(tmp_path, capsys):
     columns = scores(50, seed=3)
     columns["label"] = np.full(50, 3.0, dtype=np.float32)
     pattern, _ = write_files(tmp_path / "in", "parquet", [columns])
     code, output = _run(tmp_path, pattern, invalid_rows={"policy": "reject"})
-    assert code == 1
-    stderr = capsys.readouterr().err
-    assert stderr.startswith("error: no row evaluated: 50 of 50 rows rejected; the rejected rows are kept in ")
-    _assert_no_outputs(output)
-    _assert_rejected_rows_kept(output, stderr, list(range(50)))
+    assert code == 3
+    document = _assert_not_blessed_for_no_examples(output, capsys.readouterr().err)
+    assert document["rows_read"] == document["rows_rejected"] == 50
+    assert sorted(r["row"] for r in read_rejected(output)) == list(range(50))
 
 
 def test_max_fraction_not_exceeded_succeeds(tmp_path, three_bad_of_1000):
@@ -577,16 +586,22 @@ def _empty_file(root, file_format):
 
 @pytest.mark.parametrize("policy", ["fail", "reject"])
 @pytest.mark.parametrize("file_format", FORMATS)
-def test_an_empty_input_is_an_error_before_the_pipeline(tmp_path, capsys, file_format, policy):
-    """Nothing to evaluate is not a success: exit 2, one line, no outputs (every metric would be undefined)."""
+def test_an_empty_input_completes_and_fails_validation(tmp_path, capsys, file_format, policy):
+    """Nothing to evaluate is not a success: min_example_count (default 1) fails, exit 3 (SPEC §8)."""
     pattern = _empty_file(tmp_path / "in", file_format)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         code, output = _run(tmp_path, pattern, invalid_rows={"policy": policy})
-    assert code == 2
-    (path,) = glob.glob(pattern)
-    assert capsys.readouterr().err == f"error: no rows to evaluate: {path} has no rows\n"
-    assert not os.path.exists(output)
+    assert code == 3
+    document = _assert_not_blessed_for_no_examples(output, capsys.readouterr().err)
+    assert document["rows_read"] == 0
+
+
+def test_an_empty_input_with_min_example_count_0_passes(tmp_path):
+    pattern = _empty_file(tmp_path / "in", "parquet")
+    config = write_config(tmp_path / "c.yaml", validation={"min_example_count": 0})
+    assert run_cli(["--input", pattern, "--config", config, "--output", tmp_path / "out"]) == 0
+    assert os.path.exists(tmp_path / "out" / "BLESSED")
 
 
 # ---- negative weights ------------------------------------------------------------------------
