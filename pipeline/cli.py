@@ -188,6 +188,7 @@ def _evaluate(args, beam_args, signals):
     logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
     if not dataflow:
         runners.export_import_path()  # for worker processes started here
+        reports.preload(config)  # the commit step runs here too
     try:
         result = pipeline.run()
         result.wait_until_finish()
