@@ -157,9 +157,23 @@ def make_set(directory, file_format, shards, rows_per_shard, row_group_size=1310
              seed=DEFAULT_SEED, log=print):
     """Writes (or reuses) one data set; returns its manifest."""
     wanted = _wanted(file_format, shards, rows_per_shard, row_group_size, seed)
+
+    def write_shard(index, path):
+        columns = shard_columns(seed, SET_IDS[file_format], index, rows_per_shard, index * rows_per_shard)
+        if file_format == "parquet":
+            write_parquet_shard(path, columns, row_group_size)
+        else:
+            write_tfrecord_shard(path, columns)
+
+    return write_set(directory, wanted, write_shard, log)
+
+
+def write_set(directory, wanted, write_shard, log=print):
+    """Reuses the set in `directory` when its manifest is `wanted`, else writes
+    every shard with write_shard(index, path) and then the manifest; returns it."""
     if _reusable(directory, wanted):
         with open(manifest_path(directory)) as f:
-            log(f"data: reusing {directory} ({wanted['rows']:,} rows, {shards} shards)")
+            log(f"data: reusing {directory} ({wanted['rows']:,} rows, {wanted['shards']} shards)")
             return json.load(f)
     os.makedirs(directory, exist_ok=True)
     if os.path.exists(manifest_path(directory)):
@@ -169,22 +183,17 @@ def make_set(directory, file_format, shards, rows_per_shard, row_group_size=1310
             os.remove(os.path.join(directory, name))
     started = time.perf_counter()
     files = []
-    for index in range(shards):
-        columns = shard_columns(seed, SET_IDS[file_format], index, rows_per_shard,
-                                index * rows_per_shard)
-        name = shard_name(index, file_format)
+    for index in range(wanted["shards"]):
+        name = shard_name(index, wanted["format"])
         path = os.path.join(directory, name)
-        if file_format == "parquet":
-            write_parquet_shard(path, columns, row_group_size)
-        else:
-            write_tfrecord_shard(path, columns)
-        files.append({"name": name, "rows": rows_per_shard, "bytes": os.path.getsize(path)})
+        write_shard(index, path)
+        files.append({"name": name, "rows": wanted["rows_per_shard"], "bytes": os.path.getsize(path)})
     manifest = dict(wanted, files=files, total_bytes=sum(f["bytes"] for f in files),
                     seconds_to_make=round(time.perf_counter() - started, 2))
     with open(manifest_path(directory) + ".tmp", "w") as f:
         json.dump(manifest, f, indent=2)
     os.replace(manifest_path(directory) + ".tmp", manifest_path(directory))
-    log(f"data: wrote {directory} ({wanted['rows']:,} rows, {shards} shards, "
+    log(f"data: wrote {directory} ({wanted['rows']:,} rows, {wanted['shards']} shards, "
         f"{manifest['total_bytes'] / 1e6:.0f} MB) in {manifest['seconds_to_make']} s")
     return manifest
 

@@ -775,15 +775,19 @@ def main(argv=None):
     report["targets"] = ([] if args.only_outputs else targets(cases, tfma, sizes)) + output_targets(report["outputs"])
     report["seconds"] = time.perf_counter() - started
     report["load_end"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    text = markdown(report)
+    write_results(out_dir, "results", report, markdown(report))
+    return 0
+
+
+def write_results(out_dir, stem, report, text):
+    """STEM.md (the table, also printed) and STEM.json (every number) in out_dir."""
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "results.md"), "w") as f:
+    with open(os.path.join(out_dir, f"{stem}.md"), "w") as f:
         f.write(text)
-    with open(os.path.join(out_dir, "results.json"), "w") as f:
+    with open(os.path.join(out_dir, f"{stem}.json"), "w") as f:
         json.dump(report, f, indent=2, default=str)
     print(text)
-    log(f"written: {os.path.join(out_dir, 'results.md')}, {os.path.join(out_dir, 'results.json')}")
-    return 0
+    log(f"written: {os.path.join(out_dir, stem + '.md')}, {os.path.join(out_dir, stem + '.json')}")
 
 
 if __name__ == "__main__":

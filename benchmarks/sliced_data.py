@@ -17,9 +17,6 @@ set is reused when its manifest matches (make_data.py's rules), and smaller
 Parquet views are directories of symbolic links (make_data.make_view).
 """
 
-import json
-import os
-import time
 
 import numpy as np
 import pyarrow as pa
@@ -99,33 +96,12 @@ def make_set(directory, file_format, shards, rows_per_shard, row_group_size=1310
         "shards": shards, "rows_per_shard": rows_per_shard, "rows": shards * rows_per_shard,
         "row_group_size": row_group_size if file_format == "parquet" else None, "seed": seed,
     }
-    manifest_path = make_data.manifest_path(directory)
-    if make_data._reusable(directory, wanted):
-        with open(manifest_path) as f:
-            log(f"data: reusing {directory} ({wanted['rows']:,} rows, {shards} shards)")
-            return json.load(f)
-    os.makedirs(directory, exist_ok=True)
-    if os.path.exists(manifest_path):
-        os.remove(manifest_path)  # invalid until every shard is rewritten
-    for name in os.listdir(directory):
-        if name.startswith("part-"):
-            os.remove(os.path.join(directory, name))
-    started = time.perf_counter()
-    files = []
-    for index in range(shards):
+
+    def write_shard(index, path):
         columns = shard_columns(seed, SET_IDS[file_format], index, rows_per_shard)
-        name = make_data.shard_name(index, file_format)
-        path = os.path.join(directory, name)
         if file_format == "parquet":
             write_parquet_shard(path, columns, row_group_size)
         else:
             write_tfrecord_shard(path, columns)
-        files.append({"name": name, "rows": rows_per_shard, "bytes": os.path.getsize(path)})
-    manifest = dict(wanted, files=files, total_bytes=sum(f["bytes"] for f in files),
-                    seconds_to_make=round(time.perf_counter() - started, 2))
-    with open(manifest_path + ".tmp", "w") as f:
-        json.dump(manifest, f, indent=2)
-    os.replace(manifest_path + ".tmp", manifest_path)
-    log(f"data: wrote {directory} ({wanted['rows']:,} rows, {shards} shards, "
-        f"{manifest['total_bytes'] / 1e6:.0f} MB) in {manifest['seconds_to_make']} s")
-    return manifest
+
+    return make_data.write_set(directory, wanted, write_shard, log)

@@ -546,14 +546,7 @@ def main(argv=None):
     report["targets"] = targets(cases, tfma)
     report["seconds"] = time.perf_counter() - started
     report["load_end"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    text = markdown(report)
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "slices.md"), "w") as f:
-        f.write(text)
-    with open(os.path.join(out_dir, "slices.json"), "w") as f:
-        json.dump(report, f, indent=2, default=str)
-    print(text)
-    log(f"written: {os.path.join(out_dir, 'slices.md')}, {os.path.join(out_dir, 'slices.json')}")
+    run_bench.write_results(out_dir, "slices", report, markdown(report))
     return 0
 
 
