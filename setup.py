@@ -12,6 +12,8 @@ INSTALL_REQUIRES = [
     "numpy==2.4.6",
     "pyarrow==25.0.1",
     "pyyaml==6.0.3",
+    # Strict JSON with numpy arrays, 30x Python's json (pipeline/strict_json.py).
+    "orjson==3.13.0",
     # Student's t quantiles for confidence intervals.
     "scipy==1.17.1",
     # tf.train.Example decoding (tfx-bsl) and TFMA-compatible outputs.

@@ -3,7 +3,6 @@
 import datetime
 import glob
 import json
-import math
 import os
 import threading
 import uuid
@@ -15,6 +14,7 @@ from head import MetricState
 from head.slicing import OVERALL, Bucket, slice_name
 from pipeline import reports, validation
 from pipeline.errors import DataError
+from pipeline.strict_json import to_json
 
 METRICS_FILE = "metrics.json"
 # Outputs written by Beam sinks: staged first, moved into place on success.
@@ -33,33 +33,11 @@ def join(directory, *names):
     return FileSystems.join(directory, *names)
 
 
-def to_json(value, **kwargs):
-    """Strict JSON (RFC 8259) text of `value`: NaN and +-Infinity become null.
-
-    Python's json writes them as the tokens NaN and Infinity, which strict
-    parsers (JavaScript's JSON.parse, jq, BigQuery) reject. Every JSON the
-    program writes goes through here; `kwargs` are json.dumps's.
-    """
-    return json.dumps(_finite(value), allow_nan=False, **kwargs)
-
-
-def _finite(value):
-    if isinstance(value, float):  # numpy's float64 too
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    if hasattr(value, "dtype") and value.dtype.kind == "f" and value.ndim == 0:  # numpy float32 scalars
-        return _finite(float(value))
-    return value
-
-
 def write_json_atomically(path, payload):
     """Writes strict JSON to a temporary name, then renames: never a partial file."""
     temporary = f"{path}.tmp-{uuid.uuid4().hex}"
     with FileSystems.create(temporary) as f:
-        f.write(to_json(payload, indent=2).encode("utf-8"))
+        f.write(to_json(payload, indent=True).encode("utf-8"))
         f.write(b"\n")
     if FileSystems.exists(path):
         FileSystems.delete([path])

@@ -18,6 +18,8 @@ import os
 
 import numpy as np
 
+from pipeline.strict_json import to_json
+
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 # Curves embedded for at most this many slices per model (the largest, and
 # always the overall slice): a page over 10,000 slices stays a few MB.
@@ -54,7 +56,7 @@ def _cell(value, cls="num"):
 
 def _inline_json(payload):
     """JSON for a <script type="application/json"> block: nothing in it can end the block."""
-    text = json.dumps(payload, allow_nan=False, separators=(",", ":"))
+    text = to_json(payload)
     return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
 
 
@@ -95,11 +97,10 @@ def _find(metrics, name):
 # ---- the data the script draws ------------------------------------------------
 
 def _rounded(values):
-    """A list of floats (None kept) rounded to 6 decimals: smaller pages, same pictures."""
-    array = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-    out = np.round(array, 6).astype(object)
-    out[~np.isfinite(array)] = None
-    return out.tolist()
+    """Floats (NaN or None: undefined, null in the JSON) rounded to 6 decimals: smaller pages, same pictures."""
+    if not isinstance(values, np.ndarray):
+        values = [np.nan if v is None else v for v in values]
+    return np.round(np.asarray(values, dtype=np.float64), 6)
 
 
 def _curve(entry, plots):
@@ -220,7 +221,7 @@ def _summary(document):
     body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(_num(v) if not isinstance(v, str) else v)}</td></tr>"
                    for k, v in rows if v not in (None, "", []))
     return (f'<table class="kv" id="summary">{body}</table>'
-            f"<details><summary>config</summary><pre>{_e(json.dumps(config, indent=2))}</pre></details>")
+            f"<details><summary>config</summary><pre>{_e(to_json(config, indent=True))}</pre></details>")
 
 
 def _interval_text(interval):

@@ -15,7 +15,6 @@ reports untouched and a run with an output turned off removes the earlier one.
 """
 
 import io
-import json
 import threading
 
 import numpy as np
@@ -23,6 +22,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from head.plots import plot_data
 from head.slicing import slice_name
+from pipeline.strict_json import to_json
 
 PLOTS_FILE = "plots.json"
 REPORT_FILE = "report.html"
@@ -120,30 +120,13 @@ def plots_document(document, keyed_plots):
 
 
 def write_plots(path, plots):
-    """plots.json, one entry at a time (only one entry's lists exist at once)."""
+    """plots.json, one entry at a time (only one entry's text exists at once)."""
     with FileSystems.create(path) as f:
         f.write(b'{"plots":[')
         for i, entry in enumerate(plots["plots"]):
-            jsonable = {k: v if k not in PLOTS or v is None else
-                        {field: _json_rows(values) for field, values in v.items()} for k, v in entry.items()}
-            f.write((",\n" if i else "\n").encode("utf-8") + strict_json(jsonable).encode("utf-8"))
+            f.write((",\n" if i else "\n").encode("utf-8") + to_json(entry).encode("utf-8"))
         f.write(b"\n]}\n")
     return path
-
-
-def _json_rows(values):
-    """A float array (any shape) as lists, NaN as None (strict JSON's null)."""
-    values = np.asarray(values, dtype=np.float64)
-    missing = ~np.isfinite(values)
-    if missing.any():
-        values = values.astype(object)
-        values[missing] = None
-    return values.tolist()
-
-
-def strict_json(payload, indent=None):
-    """JSON text without NaN or Infinity (they are an error here: a bug of ours)."""
-    return json.dumps(payload, indent=indent, allow_nan=False, separators=(",", ":") if indent is None else None)
 
 
 def _write(path, data):

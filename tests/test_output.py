@@ -35,14 +35,17 @@ def test_strict_loads_refuses_what_python_writes_by_default():
         ((np.float64("nan"), np.float64(0.25)), [None, 0.25]),
         ({"w": np.float32("inf"), "v": np.float32(0.5)}, {"w": None, "v": 0.5}),
         ({"ok": True, "none": None, "text": "Infinity"}, {"ok": True, "none": None, "text": "Infinity"}),
+        # numpy arrays as written into plots.json: NaN rows, broadcast (strided) views
+        ({"x": np.array([np.nan, 0.5, np.inf]), "t": np.broadcast_to(np.array([0.25, 1.0]), (2, 2))[:, 1]},
+         {"x": [None, 0.5, None], "t": [1.0, 1.0]}),
     ],
 )
 def test_to_json_writes_null_for_undefined_values(value, expected):
     assert strict_loads(output.to_json(value)) == expected
 
 
-def test_to_json_passes_json_dumps_options():
-    assert output.to_json({"b": b"\xff"}, default=lambda v: v.hex()) == '{"b": "ff"}'
+def test_to_json_default_and_indent():
+    assert json.loads(output.to_json({"b": b"\xff"}, default=lambda v: v.hex())) == {"b": "ff"}
     assert output.to_json({"a": 1}, indent=2) == '{\n  "a": 1\n}'
 
 
