@@ -34,11 +34,20 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _POISSON_CDF = np.cumsum([math.exp(-1.0) / math.factorial(k) for k in range(19)])
 
 
-def _mix(x):
-    """splitmix64's finaliser: a bijective, well-mixing map of uint64 arrays."""
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+def _mix(x, copy=True):
+    """splitmix64's finaliser: a bijective, well-mixing map of uint64 arrays.
+
+    In place on a copy of `x` (or on `x`, copy=False), with no other
+    temporaries: for large arrays their allocation cost as much as the
+    arithmetic.
+    """
+    x = np.array(x, dtype=np.uint64, copy=copy)
+    shifted = np.empty_like(x)
+    for shift, factor in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+        x ^= np.right_shift(x, np.uint64(shift), out=shifted)
+        x *= np.uint64(factor)
+    x ^= np.right_shift(x, np.uint64(31), out=shifted)
+    return x
 
 
 # Extensions that say how a file is stored, not which rows it holds.
@@ -76,37 +85,65 @@ def jackknife_groups(hashes, num_groups):
     return np.minimum((_uniform(hashes) * num_groups).astype(np.intp), num_groups - 1)
 
 
+_UNDECIDED = 255  # in the count table: the top bits of the draw do not decide its count
+
+
 def _poisson_table(bits=16):
-    """Poisson(1) counts by the top `bits` bits of a draw, and where those bits do not decide it.
+    """Poisson(1) counts by the top `bits` bits of a draw (uint8), _UNDECIDED where they do not decide it.
 
     A draw u in [j / 2^bits, (j + 1) / 2^bits) has count #{k: CDF(k) <= u};
     it is table[j] unless a CDF value falls inside that range (a few of the
-    2^bits ranges), where the full draw decides.
+    2^bits ranges), where the rest of the draw decides.
     """
     edges = np.arange((1 << bits) + 1, dtype=np.float64) / (1 << bits)
     table = np.searchsorted(_POISSON_CDF, edges[:-1], side="right")
     undecided = table != np.searchsorted(_POISSON_CDF, np.nextafter(edges[1:], 0), side="right")
-    return table.astype(np.uint8), undecided
+    table[undecided] = _UNDECIDED
+    return table.astype(np.uint8)
 
 
 _COUNT_BITS = 16
-_COUNT_TABLE, _COUNT_UNDECIDED = _poisson_table(_COUNT_BITS)
+_COUNT_TABLE = _poisson_table(_COUNT_BITS)
+_LANES = 64 // _COUNT_BITS  # replicates drawn from one 64-bit hash
+
+
+def poisson_draws(hashes, num_replicates, rows=None, replicates=None):
+    """Uniform draws in [0, 1) of (row, replicate) pairs: where replicate r of row i falls.
+
+    The top 16 bits of draw (i, r) are lane r % 4 of hash(row hash, r // 4):
+    one hash serves four replicates. The bits below come from a second hash
+    of (row hash, r), needed only where the top bits do not decide the count
+    (poisson_counts). `rows`, `replicates` pick pairs; default every pair,
+    [rows, R].
+    """
+    if rows is None:
+        rows, replicates = np.indices((len(hashes), num_replicates)).reshape(2, -1)
+    replicates = np.asarray(replicates, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        words = _mix(hashes[rows] ^ _mix((replicates // np.uint64(_LANES) + np.uint64(1)) * _GOLDEN))
+        below = _mix(hashes[rows] ^ _mix((replicates + np.uint64(num_replicates + 1)) * _GOLDEN))
+    top = (words >> (np.uint64(_COUNT_BITS) * (replicates % np.uint64(_LANES)))) & np.uint64((1 << _COUNT_BITS) - 1)
+    return (top.astype(np.float64) + _uniform(below)) / (1 << _COUNT_BITS)
 
 
 def poisson_counts(hashes, num_replicates):
     """[rows, R] Poisson(1) counts (uint8): replicate r's count of each row.
 
-    Exactly searchsorted(CDF, uniform draw); a table lookup decides all but
-    about 1 in 3,000 draws.
+    Exactly searchsorted(CDF, poisson_draws(...)); the 16-bit table decides
+    all but about 1 in 3,000 draws, whose full draw is then made.
     """
-    replicate = np.arange(1, num_replicates + 1, dtype=np.uint64)
+    lanes = -(-num_replicates // _LANES)
     with np.errstate(over="ignore"):
-        draws = _mix(hashes[:, None] ^ _mix(replicate * _GOLDEN)[None, :])
-    top = (draws >> np.uint64(64 - _COUNT_BITS)).astype(np.intp)
+        words = _mix(hashes[:, None] ^ _mix(np.arange(1, lanes + 1, dtype=np.uint64) * _GOLDEN)[None, :],
+                     copy=False)
+    # Little-endian 16-bit lanes: lane k of a word is bits 16k .. 16k + 15, on any machine.
+    top = words.astype("<u8", copy=False).view("<u2")[:, :num_replicates]
     counts = _COUNT_TABLE[top]
-    undecided = _COUNT_UNDECIDED[top]
+    undecided = counts == _UNDECIDED
     if undecided.any():
-        counts[undecided] = np.searchsorted(_POISSON_CDF, _uniform(draws[undecided]), side="right")
+        rows, replicates = np.nonzero(undecided)
+        draws = poisson_draws(hashes, num_replicates, rows, replicates)
+        counts[rows, replicates] = np.searchsorted(_POISSON_CDF, draws, side="right")
     return counts
 
 

@@ -189,7 +189,7 @@ class StateLayout:
                     ("calibration", buckets * 2 + 1, 2 * AUC_NUM_THRESHOLDS, weights * probabilities)]
         return out
 
-    def sums(self, batch, keys=None, num_keys=1, counts=None, count_rows=None):
+    def sums(self, batch, keys=None, num_keys=1, counts=None, count_rows=None, out=None):
         """The state vectors of one batch's examples, by key: [num_keys, size].
 
         `keys[i]` (an int in [0, num_keys)) says which state example i adds
@@ -200,22 +200,32 @@ class StateLayout:
 
         With Poisson bootstrap `counts` [m, R], the result is
         [num_keys, 1 + R, size]: the data, then replicate r counting example
-        i counts[count_rows[i], r] times (count_rows: default i).
+        i counts[count_rows[i], r] times (count_rows: default i). The
+        calibration part (plots only, which show the data's point) is kept
+        for the data alone.
+
+        With `out` (the result's shape; [num_keys, 1, size] also without
+        `counts`), the sums are added to it.
         """
         keys = np.zeros(len(batch), dtype=np.intp) if keys is None else np.asarray(keys, dtype=np.intp)
         contributions = self._contributions(batch)
+        if out is None:
+            shape = (num_keys, self.size) if counts is None else (num_keys, 1 + counts.shape[1], self.size)
+            out = np.zeros(shape)
+        point = out[:, 0] if out.ndim == 3 else out  # the data's vectors (sample 0)
         if counts is not None:
-            return self._replicated_sums(contributions, keys, num_keys, counts, count_rows)
-        out = np.zeros((num_keys, self.size), dtype=np.float64)
+            replicated = [c for c in contributions if c[0] != "calibration"]
+            contributions = [c for c in contributions if c[0] == "calibration"]
+            out += self._replicated_sums(replicated, keys, num_keys, counts, count_rows)
         for name, bins, num_bins, values in contributions:
             cells = keys if bins is None else keys * num_bins + bins
-            part = out[:, self.parts[name]]  # a view: adding to it fills `out`
+            part = point[:, self.parts[name]]  # a view: adding to it fills `out`
             part += np.bincount(cells, values, num_keys * num_bins).reshape(num_keys, -1)
         self._fill_weight(out)
         return out
 
     def _replicated_sums(self, contributions, keys, num_keys, counts, count_rows):
-        """[num_keys, 1 + R, size] = A @ [1 | counts], transposed.
+        """A view [num_keys, 1 + R, size] of A @ [1 | counts].
 
         A [num_keys * size, m] is sparse: column j holds what the examples of
         counts row j add to each (key, cell). It is built directly in CSC
@@ -237,25 +247,19 @@ class StateLayout:
                 cells[c] += bins
             values[c] = 1.0 if v is None else v
         # Entries ordered by column (counts row), each example's contributions together.
-        repeats = n // rows if rows else 0
-        if n == rows * repeats and (columns.reshape(repeats, rows) == np.arange(rows)).all():
-            # Every counts row once per model (the common case): a transpose, no sort.
-            cells = cells.reshape(-1, repeats, rows).transpose(2, 1, 0)
-            values = values.reshape(-1, repeats, rows).transpose(2, 1, 0)
+        if count_rows is None:  # every counts row once, in order: a transpose, no sort
+            cells, values = cells.T, values.T
         else:
             order = np.argsort(columns, kind="stable")
             cells, values = cells[:, order].T, values[:, order].T
         column_starts = np.zeros(rows + 1, dtype=index_type)
         np.cumsum(np.bincount(columns, minlength=rows) * len(contributions), out=column_starts[1:])
-        matrix = sparse.csc_matrix((values.ravel(), cells.ravel(), column_starts),
+        matrix = sparse.csc_matrix((values.reshape(-1), cells.reshape(-1), column_starts),
                                    shape=(num_keys * self.size, rows))
         samples = np.empty((rows, 1 + replicates), dtype=np.float64)
         samples[:, 0] = 1.0
         samples[:, 1:] = counts
-        out = (matrix @ samples).reshape(num_keys, self.size, 1 + replicates).transpose(0, 2, 1)
-        out = np.ascontiguousarray(out)
-        self._fill_weight(out)
-        return out
+        return (matrix @ samples).reshape(num_keys, self.size, 1 + replicates).transpose(0, 2, 1)
 
     def _fill_weight(self, out):
         """The weight of every example once: its class_ids cells summed."""

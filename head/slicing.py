@@ -124,6 +124,13 @@ def _encoded(batch, column, boundaries=None):
     return rows, codes, dictionary, value_type
 
 
+def _cached_encoding(batch, cache, column, boundaries=None):
+    """_encoded(batch, column, boundaries), once per batch: `cache` is the batch's dict."""
+    if (column, boundaries) not in cache:
+        cache[column, boundaries] = _encoded(batch, column, boundaries)
+    return cache[column, boundaries]
+
+
 def _python_value(value):
     """A slice value as the JSON output holds it: tf.Example bytes as text."""
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
@@ -192,25 +199,16 @@ class SliceSpec:
         if self.is_overall:
             return rows, np.zeros(n, dtype=np.intp), [OVERALL]
         def encoded(column, boundaries=None):
-            if (column, boundaries) not in cache:
-                cache[column, boundaries] = _encoded(batch, column, boundaries)
-            return cache[column, boundaries]
+            return _cached_encoding(batch, cache, column, boundaries)
 
         fixed = []
         for column, value in self.feature_values:
             value_rows, value_codes, dictionary, value_type = encoded(column)
-            wanted = None
-            if value_type is not None:
-                try:
-                    wanted = _python_value(_as_column_type(value, value_type))
-                except (TypeError, ValueError) as e:
-                    raise SlicingError(f"slicing spec {self}: feature_values {column}: {e} "
-                                       f"(column type {value_type})") from None
-            matching = [i for i, v in enumerate(dictionary) if v == wanted and type(v) is type(wanted)]
+            wanted, matching = self._matching(column, value, dictionary, value_type)
             has_value = np.zeros(n, dtype=bool)
             has_value[value_rows[np.isin(value_codes, matching)]] = True
             rows = rows[has_value[rows]]
-            fixed.append((column, value if wanted is None else wanted))
+            fixed.append((column, wanted))
         codes = np.zeros(len(rows), dtype=np.intp)
         # slice code -> each key's value code; no slice at all when no row holds the values
         table = np.zeros((1 if len(rows) else 0, 0), dtype=np.intp)
@@ -219,15 +217,35 @@ class SliceSpec:
             value_rows, value_codes, dictionary, _ = encoded(column, self.boundaries(column))
             rows, codes, table = _cross(rows, codes, table, value_rows, value_codes, len(dictionary), n)
             dictionaries.append(dictionary)
+        return rows, codes, self._keys(fixed, dictionaries, table)
+
+    def _matching(self, column, value, dictionary, value_type):
+        """(the config's feature value as the column holds it, its codes in `dictionary`)."""
+        if value_type is None:  # the batch lacks the column: no row holds the value
+            return value, []
+        try:
+            wanted = _python_value(_as_column_type(value, value_type))
+        except (TypeError, ValueError) as e:
+            raise SlicingError(f"slicing spec {self}: feature_values {column}: {e} "
+                               f"(column type {value_type})") from None
+        return wanted, [i for i, v in enumerate(dictionary) if v == wanted and type(v) is type(wanted)]
+
+    def _keys(self, fixed, dictionaries, table):
+        """Slice keys of value-code rows `table` [slices, feature_keys] (`fixed`: the feature_values pairs)."""
         if len(self.feature_keys) == 1 and not fixed:  # the common case, 10,000s of keys at times
             column, dictionary = self.feature_keys[0], dictionaries[0]
-            keys = [((column, dictionary[i]),) for i in table[:, 0].tolist()]
-        else:
-            keys = [
-                tuple(sorted(fixed + [(c, d[i]) for c, d, i in zip(self.feature_keys, dictionaries, codes_of)]))
-                for codes_of in table.tolist()
-            ]
-        return rows, codes, keys
+            return [((column, dictionary[i]),) for i in table[:, 0].tolist()]
+        return [tuple(sorted(fixed + [(c, d[i]) for c, d, i in zip(self.feature_keys, dictionaries, codes_of)]))
+                for codes_of in table.tolist()]
+
+    def is_listed(self, batch):
+        """Whether a column of the spec is list-valued in `batch` (a row may be in several of its slices)."""
+        return any(column in batch.schema.names and _is_list(batch.schema.field(column).type)
+                   for column in self.columns)
+
+    def encodings(self):
+        """The (column, bucket boundaries) encodings the spec reads: feature_keys', then feature_values' (raw)."""
+        return [(c, self.boundaries(c)) for c in self.feature_keys] + [(c, None) for c, _ in self.feature_values]
 
 
 def _renumber(values, bound):
@@ -359,68 +377,150 @@ class SliceStates:
         return [self.keys[i] for i in order], self.state.totals()[order]
 
 
-def slice_states(layout, specs, evaluated, num_rows, elements_per_row, memberships,
-                 max_slices=None, groups=None, num_groups=1, counts=None):
-    """Every (model, spec)'s SliceStates of one batch, from one histogram pass.
+# Rows whose examples go through one histogram call: bounds the temporary
+# arrays of a call (a bootstrap's sparse matrix is about 100 bytes per example).
+BLOCK_ROWS = 1 << 19
+# Combined value codes renumbered with a presence table up to this bound (_renumber).
+_TABLE_BOUND = 1 << 22
 
-    `evaluated` holds every model's examples one after another (an
-    EvaluatedBatch of n_models * num_rows * elements_per_row examples; a
-    row's elements are consecutive); `memberships[s]` is specs[s].rows(batch).
-    Specs that put a row in at most one slice (no list-valued keys) are
-    combined into atoms: the combinations of their slices that rows fall in.
-    Each example is counted once, in its row's atom, and each spec's slices
-    are sums of atoms; a list-valued spec's (row, slice) pairs are keys of
-    their own in the same pass. Confidence-interval samples are one more
-    axis of the same pass: jackknife `groups` [num_rows] (each row's group of
-    K) or Poisson bootstrap `counts` [num_rows, R]; each state then holds
-    [K or 1 + R, size] vectors. Returns {(model index, spec index): SliceStates}.
+
+def _atoms(batch, specs, cache):
+    """Each row's atom: the combination of its values of every encoding `specs` read.
+
+    Returns (atom per row, table [atoms, encodings]: each atom's value code
+    per encoding, -1 for none, {encoding: table column}). Codes are combined
+    mixed-radix and renumbered to the combinations present, one presence
+    table pass per group of encodings whose radix product stays small.
     """
+    encodings = list(dict.fromkeys(e for spec in specs for e in spec.encodings()))
+    num_rows = batch.num_rows
+    atom, bound = np.zeros(num_rows, dtype=np.intp), 1
+    table = np.zeros((1 if num_rows else 0, 0), dtype=np.intp)
+    folded = []  # radixes combined into `atom` since the last renumbering
+
+    def renumber(atom, bound, table):
+        unique, atom = _renumber(atom, bound)
+        columns, rest = [], unique
+        for width in reversed(folded):
+            columns.append(rest % width - 1)
+            rest = rest // width
+        table = np.concatenate([table[rest]] + [c[:, None] for c in reversed(columns)], axis=1)
+        folded.clear()
+        return atom, len(unique), table
+
+    for column, boundaries in encodings:
+        value_rows, value_codes, dictionary, _ = _cached_encoding(batch, cache, column, boundaries)
+        width = len(dictionary) + 1
+        if folded and bound * width > _TABLE_BOUND:
+            atom, bound, table = renumber(atom, bound, table)
+        if len(value_rows) == num_rows:  # a value in every row: the rows are 0 .. n - 1
+            atom = atom * width + value_codes + 1
+        else:
+            codes = np.zeros(num_rows, dtype=np.intp)
+            codes[value_rows] = value_codes + 1
+            atom = atom * width + codes
+        bound *= width
+        folded.append(width)
+    if folded:
+        atom, bound, table = renumber(atom, bound, table)
+    return atom, table, {e: i for i, e in enumerate(encodings)}
+
+
+def _spec_codes(batch, spec, table, columns, cache):
+    """(each atom's slice code of `spec`, -1 for none; the spec's slice keys)."""
+    valid = np.ones(len(table), dtype=bool)
+    fixed = []
+    for column, value in spec.feature_values:
+        _, _, dictionary, value_type = _cached_encoding(batch, cache, column)
+        wanted, matching = spec._matching(column, value, dictionary, value_type)
+        valid &= np.isin(table[:, columns[column, None]], matching)
+        fixed.append((column, wanted))
+    values = table[:, [columns[e] for e in spec.encodings()[: len(spec.feature_keys)]]]
+    valid &= (values >= 0).all(axis=1)
+    codes = np.full(len(table), -1, dtype=np.intp)
+    if not valid.any():
+        return codes, []
+    if not spec.feature_keys:  # the overall slice, or only feature_values: one slice
+        codes[valid] = 0
+        return codes, [tuple(sorted(fixed))]
+    unique, inverse = np.unique(values[valid], axis=0, return_inverse=True)
+    codes[valid] = inverse.reshape(-1)
+    dictionaries = [_cached_encoding(batch, cache, c, spec.boundaries(c))[2] for c in spec.feature_keys]
+    return codes, spec._keys(fixed, dictionaries, unique)
+
+
+def slice_states(layout, specs, evaluated, batch, elements_per_row=1, max_slices=None,
+                 groups=None, num_groups=1, counts=None, cache=None):
+    """Every (model, spec)'s SliceStates of one record batch, from one histogram pass.
+
+    `batch` holds (at least) the slice columns of the rows; `evaluated` every
+    model's examples one after another (an EvaluatedBatch of n_models *
+    num_rows * elements_per_row examples; a row's elements are consecutive).
+
+    Specs whose columns are scalar put a row in at most one slice each; the
+    rows' atoms (the combinations of every value those specs read, _atoms)
+    are the keys of the pass, each example counted once, and each spec's
+    slices are sums of atoms. A spec with a list-valued column (its
+    (row, slice) pairs from SliceSpec.rows) adds keys of its own to the same
+    pass. Confidence-interval samples are one more axis of the same pass:
+    jackknife `groups` [num_rows] (each row's group of K) or Poisson
+    bootstrap `counts` [num_rows, R]; each state then holds [K or 1 + R,
+    size] vectors. Returns {(model index, spec index): SliceStates}.
+    """
+    cache = {} if cache is None else cache
+    num_rows = batch.num_rows
     per_model = num_rows * elements_per_row
-    num_models = len(evaluated) // per_model
-    atom = np.zeros(num_rows, dtype=np.intp)
-    table = np.zeros((1, 0), dtype=np.intp)  # atom -> slice code of each atom spec (-1: none)
-    atom_specs, listed_specs = [], []
-    for s, (rows, codes, keys) in enumerate(memberships):
-        if len(rows) > 1 and not (np.diff(rows) > 0).all():
-            listed_specs.append(s)
-            continue
-        code = np.full(num_rows, -1, dtype=np.intp)
-        code[rows] = codes
-        unique, atom = _renumber(atom * (len(keys) + 1) + code + 1, len(table) * (len(keys) + 1))
-        table = np.concatenate(
-            [table[unique // (len(keys) + 1)], (unique % (len(keys) + 1) - 1)[:, None]], axis=1)
-        atom_specs.append(s)
-    key_rows, key_codes, offsets = [np.arange(num_rows)], [atom], {}
+    num_models = len(evaluated) // per_model if per_model else 0
+    atom_specs = [s for s, spec in enumerate(specs) if not spec.is_listed(batch)]
+    atom, table, columns = _atoms(batch, [specs[s] for s in atom_specs], cache)
+    spec_codes = {s: _spec_codes(batch, specs[s], table, columns, cache) for s in atom_specs}
+    memberships = {s: spec.rows(batch, cache) for s, spec in enumerate(specs) if s not in spec_codes}
+    if len(table) > sum(len(keys) for _, keys in spec_codes.values()):
+        # More atoms than slices (specs of many values each, crossed by the rows):
+        # each spec's slices are keys of their own.
+        for s, (codes, keys) in spec_codes.items():
+            row_codes = codes[atom]
+            rows = np.flatnonzero(row_codes >= 0)
+            memberships[s] = rows, row_codes[rows], keys
+        spec_codes, table, atom = {}, table[:0], atom[:0]
+    key_rows, key_codes, offsets = [np.arange(len(atom))], [atom], {}
     num_keys = len(table)
-    for s in listed_specs:
-        rows, codes, keys = memberships[s]
+    for s, (rows, codes, keys) in sorted(memberships.items()):
         key_rows.append(rows)
         key_codes.append(codes + num_keys)
         offsets[s] = num_keys
         num_keys += len(keys)
     rows, keys = np.concatenate(key_rows), np.concatenate(key_codes)
+    every_row_once = np.array_equal(rows, np.arange(num_rows))
+    state_keys = num_keys
     if groups is not None:  # jackknife: the row's group is part of the key
         keys = keys * num_groups + groups[rows]
-        num_keys *= num_groups
-    element_rows = rows
-    if elements_per_row > 1:  # every element of a row is in the row's slices
-        element_rows = np.repeat(rows, elements_per_row)
-        rows = (rows[:, None] * elements_per_row + np.arange(elements_per_row)).reshape(-1)
-        keys = np.repeat(keys, elements_per_row)
-    model_keys = (keys[None, :] + num_keys * np.arange(num_models)[:, None]).reshape(-1)
-    if listed_specs:
-        examples = (rows[None, :] + per_model * np.arange(num_models)[:, None]).reshape(-1)
-        evaluated = _take(evaluated, examples)
-    count_rows = None if counts is None else np.tile(element_rows, num_models)
-    sums = layout.sums(evaluated, model_keys, num_models * num_keys, counts, count_rows)
-    num_keys = len(table) + sum(len(memberships[s][2]) for s in listed_specs)
+        state_keys *= num_groups
+    samples = 1 if counts is None else 1 + counts.shape[1]
+    sums = np.zeros((num_models, state_keys, samples, layout.size))
+    for start in range(0, len(rows), BLOCK_ROWS):
+        block = slice(start, start + BLOCK_ROWS)
+        block_rows, block_keys = rows[block], keys[block]
+        if elements_per_row > 1:  # every element of a row is in the row's slices
+            block_keys = np.repeat(block_keys, elements_per_row)
+        elements = (block_rows[:, None] * elements_per_row + np.arange(elements_per_row)).reshape(-1)
+        block_counts, count_rows = counts, None
+        if counts is not None:
+            if every_row_once and elements_per_row == 1:
+                block_counts = counts[block]
+            else:
+                count_rows = np.repeat(block_rows, elements_per_row)
+        for m in range(num_models):
+            if every_row_once and elements_per_row == 1:
+                examples = _take(evaluated, slice(m * per_model + start, m * per_model + start + len(block_rows)))
+            else:
+                examples = _take(evaluated, elements + m * per_model)
+            layout.sums(examples, block_keys, state_keys, block_counts, count_rows, out=sums[m])
     sums = sums.reshape(num_models, num_keys, -1, layout.size)  # [model, key, sample, size]
     out = {}
-    for column, s in enumerate(atom_specs):
-        slice_keys = memberships[s][2]
+    for s, (codes, slice_keys) in spec_codes.items():
         if not slice_keys:  # no row of the batch is in a slice of this spec
             continue
-        codes = table[:, column]
         inside = codes >= 0
         # Atoms grouped by the spec's slice (each slice has at least one), summed.
         order = np.argsort(codes[inside], kind="stable")
@@ -432,7 +532,7 @@ def slice_states(layout, specs, evaluated, num_rows, elements_per_row, membershi
             starts = np.flatnonzero(np.r_[True, grouped[1:] != grouped[:-1]])
             spec_sums = np.stack([np.add.reduceat(sums[m, atoms], starts, axis=0) for m in range(num_models)])
         out.update(_spec_states(layout, specs[s], s, slice_keys, spec_sums, max_slices))
-    for s in listed_specs:
+    for s in sorted(memberships):
         slice_keys = memberships[s][2]
         if not slice_keys:
             continue

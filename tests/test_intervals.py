@@ -47,8 +47,7 @@ def _states(head, spec, rows, logits, labels, country, path):
     batch = pa.record_batch({"country": pa.array(country[rows])})
     evaluated = head.evaluate_batch(logits[rows, None], labels[rows, None])
     samples = spec.row_samples(path, np.arange(len(rows))) if spec else {}
-    memberships = [s.rows(batch) for s in SPECS]
-    states = slice_states(head.layout, SPECS, evaluated, len(rows), 1, memberships, **samples)
+    states = slice_states(head.layout, SPECS, evaluated, batch, **samples)
     out = {}
     for (_, s), slice_states_ in sorted(states.items()):
         keys, totals = slice_states_.sorted_items()
@@ -138,13 +137,13 @@ def test_poisson_counts_are_poisson_one_and_independent_across_replicates():
 
 
 def test_poisson_counts_table_lookup_is_exactly_the_cdf_search():
-    from head.intervals import _GOLDEN, _POISSON_CDF, _mix, _uniform
+    from head.intervals import _POISSON_CDF, poisson_draws
 
     hashes = row_hashes(9, "f", np.arange(50_000))
     counts = poisson_counts(hashes, 30)
-    with np.errstate(over="ignore"):
-        draws = _mix(hashes[:, None] ^ _mix(np.arange(1, 31, dtype=np.uint64) * _GOLDEN)[None, :])
-    assert np.array_equal(counts, np.searchsorted(_POISSON_CDF, _uniform(draws), side="right"))
+    draws = poisson_draws(hashes, 30).reshape(50_000, 30)
+    assert np.array_equal(counts, np.searchsorted(_POISSON_CDF, draws, side="right"))
+    assert np.all((draws >= 0) & (draws < 1))
     # Draws at and around every CDF value, where the table alone cannot decide.
     edges = (_POISSON_CDF[:-1] * (1 << 53)).astype(np.uint64)
     near = (edges[:, None] + np.arange(-2, 3, dtype=np.int64).astype(np.uint64)[None, :]).ravel() << np.uint64(11)
@@ -152,8 +151,8 @@ def test_poisson_counts_table_lookup_is_exactly_the_cdf_search():
 
     top = (near >> np.uint64(48)).astype(np.intp)
     table = intervals._COUNT_TABLE[top].astype(np.int64)
-    table[intervals._COUNT_UNDECIDED[top]] = -1
-    expected = np.searchsorted(_POISSON_CDF, _uniform(near), side="right")
+    table[table == intervals._UNDECIDED] = -1
+    expected = np.searchsorted(_POISSON_CDF, intervals._uniform(near), side="right")
     assert np.all((table == expected) | (table == -1))
 
 
@@ -190,7 +189,7 @@ def test_bootstrap_states_count_each_row_its_poisson_times():
     samples = spec.row_samples("x.parquet", np.arange(500))
     evaluated = head.evaluate_batch(logits, labels)
     batch = pa.record_batch({"id": pa.array(np.arange(500))})
-    states = slice_states(head.layout, (SliceSpec(),), evaluated, 500, 1, [SliceSpec().rows(batch)], **samples)
+    states = slice_states(head.layout, (SliceSpec(),), evaluated, batch, **samples)
     totals = states[0, 0].sorted_items()[1][0]
     assert np.allclose(totals[0], head.layout.sums(evaluated)[0])
     for r in range(3):

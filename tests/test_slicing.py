@@ -163,8 +163,7 @@ def _evaluated(logits, labels, weights, rows):
 def _states(batch, logits, labels, weights, specs, rows):
     sub = batch.take(pa.array(rows))
     evaluated = EvaluatedBatch.concatenate(_evaluated(logits, labels, weights, rows))
-    return slice_states(HEAD.layout, specs, evaluated, len(rows), logits.shape[2],
-                        [spec.rows(sub) for spec in specs])
+    return slice_states(HEAD.layout, specs, evaluated, sub, logits.shape[2])
 
 
 @pytest.mark.parametrize("width", [1, 3])
