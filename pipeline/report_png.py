@@ -12,6 +12,9 @@ import numpy as np
 from pipeline.report_html import _find
 
 
+_TICKS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
 def _text(value):
     return "n/a" if value is None else f"{value:.4f}"
 
@@ -25,7 +28,10 @@ def render(document, plots):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(13.5, 4.4), dpi=100, layout="constrained")
+    # Fixed margins, not a layout engine: constrained layout measured every
+    # text twice and took half of the drawing time (0.3 of 0.6 s).
+    figure = Figure(figsize=(13.5, 4.4), dpi=100)
+    figure.subplots_adjust(left=0.045, right=0.99, bottom=0.11, top=0.93, wspace=0.2)
     canvas = FigureCanvasAgg(figure)
     roc, pr, calibration = figure.subplots(1, 3)
     for entry, plot in zip(document["slices"], plots["plots"]):
@@ -56,6 +62,8 @@ def render(document, plots):
         axes.set_ylabel(y)
         axes.set_xlim(0, 1)
         axes.set_ylim(0, 1.02)
+        axes.set_xticks(_TICKS)
+        axes.set_yticks(_TICKS)
         axes.grid(alpha=0.3)
         if axes is not pr:
             axes.plot([0, 1], [0, 1], "--", color="#999999", linewidth=1)
