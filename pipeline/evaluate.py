@@ -20,10 +20,12 @@ PREDICTIONS_TAG = "predictions"
 METRICS_TAG = "metrics"
 # Rows whose slice states are made at once (see EvaluateBatch._pend). Making
 # and merging the [slices, samples, size] states costs the same for any
-# number of rows, so chunks are large (20M rows, 255 slices x 20 jackknife
-# groups: 34 s with 512k-row chunks, 17 s with 2M); the histogram pass goes
+# number of rows, and confidence intervals multiply the states by their
+# samples, so their chunks are larger (20M rows, 255 slices x 20 jackknife
+# groups: 34 s with 512k-row chunks, 17 s with 2M). The histogram pass goes
 # through a chunk in head.slicing.BLOCK_ROWS blocks, so memory stays bounded.
-CHUNK_ROWS = 1 << 21
+CHUNK_ROWS = 1 << 19
+INTERVAL_CHUNK_ROWS = 1 << 21
 REJECTED_TAG = "rejected"
 
 REJECTED_SCHEMA = pa.schema(
@@ -77,6 +79,7 @@ class EvaluateBatch(beam.DoFn):
 
     def setup(self):
         self._head = self._plan.head
+        self._chunk_rows = INTERVAL_CHUNK_ROWS if self._plan.config.confidence_intervals else CHUNK_ROWS
 
     def evaluate_models(self, batch):
         """Every model's EvaluatedBatch and logits; BadInputError names the model's column."""
@@ -171,7 +174,7 @@ class EvaluateBatch(beam.DoFn):
         self._pending_rows = 0
 
     def _pend(self, path, batch, rows_in_file, evaluated):
-        """Keeps an evaluated batch until CHUNK_ROWS rows wait, then emits their slice states.
+        """Keeps an evaluated batch until a chunk's rows wait, then emits their slice states.
 
         The state vectors of every (model, slice[, sample]) are made once per
         chunk, not per batch: with many slices or interval samples they
@@ -191,7 +194,7 @@ class EvaluateBatch(beam.DoFn):
         samples = intervals.row_samples(path, rows_in_file) if intervals else {}
         self._pending.append((sliced, evaluated, samples))
         self._pending_rows += batch.num_rows
-        if self._pending_rows >= CHUNK_ROWS:
+        if self._pending_rows >= self._chunk_rows:
             yield from self._flush()
 
     def _flush(self):
