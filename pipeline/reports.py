@@ -14,9 +14,6 @@ place with the other outputs, so a failed run leaves an earlier run's
 reports untouched and a run with an output turned off removes the earlier one.
 """
 
-import io
-import threading
-
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
@@ -34,28 +31,15 @@ PLOTS = ("confusion_matrices", "confusion_matrices_at_thresholds", "calibration_
 _STAGED = "reports"  # under the run's staging directory
 
 
-_preloaded = []  # the thread preload() started, joined before the PNG is drawn
+_drawer = []  # the Drawer preload() started, used by the next stage()
 
 
 def preload(config):
-    """Imports and warms the PNG's plotting library on a thread while a local pipeline runs.
+    """Starts the process that will draw plots.png, so it imports matplotlib while a local pipeline runs."""
+    if config.outputs["report"] and not _drawer:
+        from pipeline import report_png
 
-    matplotlib's import and first figure take about 1 s; in the commit step
-    they would follow the evaluation, here they overlap it on the other core.
-    """
-    if config.outputs["report"] and not _preloaded:
-        thread = threading.Thread(target=_warm_plotting, name="preload-plotting", daemon=True)
-        thread.start()
-        _preloaded.append(thread)
-
-
-def _warm_plotting():
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(1, 1), dpi=10, layout="constrained")
-    figure.subplots().plot([0, 1], [0, 1], label="x")
-    FigureCanvasAgg(figure).print_png(io.BytesIO())  # fonts and the Agg renderer loaded
+        _drawer.append(report_png.Drawer())
 
 
 def _point_states(plan, totals):
@@ -148,16 +132,17 @@ def stage(document, keyed_plots, plan, staging, validation=None, history=None):
     root = FileSystems.join(staging, _STAGED)
     staged = {}
     plots = plots_document(document, keyed_plots)
-    if outputs["plots"]:
-        staged[PLOTS_FILE] = write_plots(FileSystems.join(root, PLOTS_FILE), plots)
     if outputs["report"]:
         from pipeline import report_html, report_png
 
-        for thread in _preloaded:
-            thread.join()
+        # Drawn by the preloaded child while this process writes the rest, else here.
+        png = _drawer.pop().start(document, plots) if _drawer else lambda: report_png.render(document, plots)
         staged[REPORT_FILE] = _write(FileSystems.join(root, REPORT_FILE),
                                      report_html.render(document, plots, validation, history))
-        staged[PNG_FILE] = _write(FileSystems.join(root, PNG_FILE), report_png.render(document, plots))
+    if outputs["plots"]:
+        staged[PLOTS_FILE] = write_plots(FileSystems.join(root, PLOTS_FILE), plots)
+    if outputs["report"]:
+        staged[PNG_FILE] = _write(FileSystems.join(root, PNG_FILE), png())
     if outputs["tfma"]:
         from pipeline import tfma_output  # imports TFMA (and TensorFlow): only when asked for
 

@@ -154,6 +154,28 @@ def test_png_holds_the_overall_plots(evaluated):
     assert len(colors) > 50  # lines, text and markers, not a blank canvas
 
 
+def test_png_drawn_by_the_child_process_is_the_one_drawn_here(evaluated):
+    from pipeline import report_png
+
+    document, plots = evaluated["document"], evaluated["plots"]
+    drawn = report_png.Drawer().start(document, plots)()
+    assert drawn == report_png.render(document, plots)
+    with open(evaluated["output"] / "plots.png", "rb") as f:
+        assert f.read() == drawn  # the run's own (drawn by its child)
+
+
+def test_an_unused_drawer_ends_its_process_and_a_failed_one_says_why(evaluated):
+    from pipeline import report_png
+
+    drawer = report_png.Drawer()
+    process = drawer._process
+    drawer.close()
+    assert process.poll() is not None
+    broken = report_png.Drawer().start({"slices": [{"slice": {}}]}, {"plots": [{}]})
+    with pytest.raises(RuntimeError, match=r"(?s)drawing plots.png failed: .*KeyError"):
+        broken()
+
+
 # ---- report.html ------------------------------------------------------------------------------------
 
 class _Page(html.parser.HTMLParser):
