@@ -5,10 +5,11 @@ matplotlib's Agg canvas directly (no pyplot: no global state, no GUI
 backend, a faster import), from plots.json's content.
 
 A local run draws it in a child process (`Drawer`, started when the run
-starts: `python -m pipeline.report_png`), which imports matplotlib on the
-other core while the pipeline runs and draws while the parent writes the
-other outputs: importing and drawing took 1.2 s of a 20M-row run's 5 s in
-the parent, where a thread importing it competed for the GIL.
+starts: `python -m pipeline.report_png`), which imports matplotlib and
+prepares and renders the empty figure on the other core while the pipeline
+runs, then draws the curves while the parent writes the other outputs:
+importing and drawing took 1.2 s of a 20M-row run's 5 s in the parent,
+where a thread importing it competed for the GIL.
 """
 
 import atexit
@@ -37,6 +38,11 @@ def _array(values):
 
 def render(document, plots):
     """PNG bytes of the overall plots of every model."""
+    return _draw(_figure(), document, plots)
+
+
+def _figure():
+    """(figure, canvas, axes): everything but the data (titles, labels, ticks, grids, diagonals)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -45,7 +51,26 @@ def render(document, plots):
     figure = Figure(figsize=(13.5, 4.4), dpi=100)
     figure.subplots_adjust(left=0.045, right=0.99, bottom=0.11, top=0.93, wspace=0.2)
     canvas = FigureCanvasAgg(figure)
-    roc, pr, calibration = figure.subplots(1, 3)
+    axes = figure.subplots(1, 3)
+    for plot, title, x, y in zip(axes, ("ROC (overall)", "Precision-recall (overall)", "Calibration (overall)"),
+                                 ("false positive rate", "recall", "mean prediction"),
+                                 ("true positive rate", "precision", "mean label")):
+        plot.set_title(title)
+        plot.set_xlabel(x)
+        plot.set_ylabel(y)
+        plot.set_xlim(0, 1)
+        plot.set_ylim(0, 1.02)
+        plot.set_xticks(_TICKS)
+        plot.set_yticks(_TICKS)
+        plot.grid(alpha=0.3)
+    for plot in (axes[0], axes[2]):  # chance (ROC), perfect calibration
+        plot.plot([0, 1], [0, 1], "--", color="#999999", linewidth=1)
+    return figure, canvas, axes
+
+
+def _draw(prepared, document, plots):
+    """PNG bytes of `_figure()` with every model's overall curves."""
+    figure, canvas, (roc, pr, calibration) = prepared
     for entry, plot in zip(document["slices"], plots["plots"]):
         if entry["slice"] or plot["confusion_matrices"] is None:
             continue
@@ -66,19 +91,7 @@ def render(document, plots):
         calibration.plot(_array(histogram["total_weighted_refined_prediction"])[shown] / weight[shown],
                          _array(histogram["total_weighted_label"])[shown] / weight[shown],
                          ".-", color=color, label=name, markersize=3, linewidth=1)
-    for axes, title, x, y in ((roc, "ROC (overall)", "false positive rate", "true positive rate"),
-                              (pr, "Precision-recall (overall)", "recall", "precision"),
-                              (calibration, "Calibration (overall)", "mean prediction", "mean label")):
-        axes.set_title(title)
-        axes.set_xlabel(x)
-        axes.set_ylabel(y)
-        axes.set_xlim(0, 1)
-        axes.set_ylim(0, 1.02)
-        axes.set_xticks(_TICKS)
-        axes.set_yticks(_TICKS)
-        axes.grid(alpha=0.3)
-        if axes is not pr:
-            axes.plot([0, 1], [0, 1], "--", color="#999999", linewidth=1)
+    for axes in (roc, pr, calibration):
         if axes.get_legend_handles_labels()[0]:
             axes.legend(loc="lower right" if axes is not pr else "lower left", fontsize=8)
     buffer = io.BytesIO()
@@ -126,27 +139,18 @@ class Drawer:
             self._process = None
 
 
-def _warm():
-    """matplotlib imported, fonts and the Agg renderer loaded."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(1, 1), dpi=10)
-    figure.subplots().plot([0, 1], [0, 1], label="x")
-    FigureCanvasAgg(figure).print_png(io.BytesIO())
-
-
 def _child():
-    """Drawer's process: warm up, read {document, plots} from stdin, write the PNG to stdout."""
+    """Drawer's process: prepare the figure, read {document, plots} from stdin, write the PNG to stdout."""
     import json
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; Ctrl-C reaches the whole group
-    _warm()
+    prepared = _figure()
+    prepared[1].print_png(io.BytesIO())  # fonts, the renderer and the texts' layouts loaded
     data = sys.stdin.buffer.read()
     if not data:  # the parent ended without asking
         return
     request = json.loads(data)
-    sys.stdout.buffer.write(render(request["document"], request["plots"]))
+    sys.stdout.buffer.write(_draw(prepared, request["document"], request["plots"]))
 
 
 if __name__ == "__main__":
