@@ -162,6 +162,9 @@ def _evaluate(args, beam_args, signals):
     beam_runner = runners.create_runner(options)
     _check_remote_paths(args, dataflow, dry_run)
     config = load_config(args.config)
+    if not dataflow and not dry_run:
+        runners.export_import_path()  # for worker processes started here
+        reports.preload(config)  # the commit step runs here too; its child starts now
     if dataflow:
         runners.check_dataflow(options, beam_runner, config.head["loss_fn"])
     paths = match_files(args.input)
@@ -186,9 +189,6 @@ def _evaluate(args, beam_args, signals):
     # Beam logs a DoFn's exception with its traceback before re-raising it;
     # known input errors are reported below in one line instead.
     logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
-    if not dataflow:
-        runners.export_import_path()  # for worker processes started here
-        reports.preload(config)  # the commit step runs here too
     try:
         result = pipeline.run()
         result.wait_until_finish()
