@@ -14,6 +14,7 @@ if __name__ == "__main__":
     # Before anything imports Beam: a local run skips what it never uses.
     startup.lean_imports(sys.argv[1:])
     startup.keep_freed_memory()
+    startup.start_drawing(sys.argv[1:])
 
 from pipeline.cli import main  # noqa: E402
 

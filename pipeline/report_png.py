@@ -15,6 +15,7 @@ where a thread importing it competed for the GIL.
 import atexit
 import concurrent.futures
 import io
+import os
 import signal
 import subprocess
 import sys
@@ -109,9 +110,13 @@ class Drawer:
     """A child process that imports matplotlib now and draws plots.png when given the data."""
 
     def __init__(self):
+        # The child imports this package from where this process does.
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        path = os.environ.get("PYTHONPATH")
+        env = dict(os.environ, PYTHONPATH=root + (os.pathsep + path if path else ""))
         self._process = subprocess.Popen(
             [sys.executable, "-m", "pipeline.report_png"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         atexit.register(self.close)
 
     def start(self, document, plots):
@@ -137,6 +142,30 @@ class Drawer:
             self._process.kill()
             self._process.wait()
             self._process = None
+
+
+_early = []  # a Drawer started before the config was read (start_early), not yet taken
+
+
+def start_early():
+    """Starts a Drawer at the very start of a local command-line run (pipeline/startup.py).
+
+    Its 0.7 s of importing and preparing then ends before a short run's
+    pipeline does; take_drawer() keeps it, or ends it if the config wants
+    no report.
+    """
+    if not _early:
+        _early.append(Drawer())
+
+
+def take_drawer(wanted):
+    """The Drawer of this run (the early one, or a new one); None when no report is `wanted`."""
+    drawer = _early.pop() if _early else None
+    if not wanted:
+        if drawer is not None:
+            drawer.close()
+        return None
+    return drawer or Drawer()
 
 
 def _child():

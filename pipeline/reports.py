@@ -35,11 +35,13 @@ _drawer = []  # the Drawer preload() started, used by the next stage()
 
 
 def preload(config):
-    """Starts the process that will draw plots.png, so it imports matplotlib while a local pipeline runs."""
-    if config.outputs["report"] and not _drawer:
+    """Readies the process that will draw plots.png, so it imports matplotlib while a local pipeline runs."""
+    if not _drawer:
         from pipeline import report_png
 
-        _drawer.append(report_png.Drawer())
+        drawer = report_png.take_drawer(config.outputs["report"])
+        if drawer is not None:
+            _drawer.append(drawer)
 
 
 def _point_states(plan, totals):

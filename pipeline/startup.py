@@ -118,3 +118,17 @@ def keep_freed_memory():
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+
+
+def start_drawing(argv):
+    """Starts plots.png's drawing process now in a local run (pipeline/report_png.py).
+
+    A run with a report (the default) finds it ready when its pipeline ends;
+    a run without one ends it once the config is read.
+    """
+    if is_local_run(argv) and not {"-h", "--help"} & set(argv) and not any(
+            a.startswith("--dry_run") for a in argv):
+        from pipeline import report_png
+
+        report_png.start_early()
+

@@ -171,6 +171,9 @@ def test_an_unused_drawer_ends_its_process_and_a_failed_one_says_why(evaluated):
     process = drawer._process
     drawer.close()
     assert process.poll() is not None
+    report_png.start_early()  # as run_pipeline.py does, before the config is read
+    early = report_png._early[0]._process
+    assert report_png.take_drawer(False) is None and early.wait(timeout=10) is not None  # no report: ended
     broken = report_png.Drawer().start({"slices": [{"slice": {}}]}, {"plots": [{}]})
     with pytest.raises(RuntimeError, match=r"(?s)drawing plots.png failed: .*KeyError"):
         broken()
