@@ -248,10 +248,14 @@ def make_datasets(sizes, data_dir):
     return sets
 
 
-def check_disk(sizes, data_dir):
-    """An error message when the data would not fit (about 20 B per Parquet row, 130 B per TFRecord row)."""
-    needed = (sizes["parquet_large_shards"] * sizes["parquet_shard_rows"] * 20
-              + (sizes["tfrecord_rows"] + sizes["tfma_rows"]) * 130)
+def data_bytes(sizes):
+    """About how many bytes run_bench's data take (20 B per Parquet row, 130 B per TFRecord row)."""
+    return (sizes["parquet_large_shards"] * sizes["parquet_shard_rows"] * 20
+            + (sizes["tfrecord_rows"] + sizes["tfma_rows"]) * 130)
+
+
+def check_disk(data_dir, needed):
+    """An error message when `needed` bytes of data (twice, for room) would not fit in data_dir."""
     os.makedirs(data_dir, exist_ok=True)
     free = shutil.disk_usage(data_dir).free
     if free < 2 * needed:
@@ -708,7 +712,7 @@ def main(argv=None):
     }
     if os.path.isdir(os.path.join(out_dir, "runs")):
         shutil.rmtree(os.path.join(out_dir, "runs"))  # the outputs of the last bench
-    disk_error = check_disk(sizes, data_dir)
+    disk_error = check_disk(data_dir, data_bytes(sizes))
     if disk_error:
         log(f"error: {disk_error}")
         datasets = {k: {"error": disk_error, "rows": 0, "format": "-"} for k in

@@ -130,15 +130,10 @@ def make_datasets(sizes, data_dir):
     return sets
 
 
-def check_disk(sizes, data_dir):
-    """An error message when the data would not fit (about 25 B per Parquet row, 200 B per TFRecord row)."""
-    needed = (sizes["shards"] * sizes["shard_rows"] * 25
-              + (sizes["tfma_rows"] + sizes["tfma_interval_rows"]) * 200)
-    os.makedirs(data_dir, exist_ok=True)
-    free = shutil.disk_usage(data_dir).free
-    if free < 2 * needed:
-        return f"only {free / (1 << 30):.1f} GiB free in {data_dir}, the data needs about {needed / (1 << 30):.1f} GiB"
-    return None
+def data_bytes(sizes):
+    """About how many bytes the sliced data take (25 B per Parquet row, 200 B per TFRecord row)."""
+    return (sizes["shards"] * sizes["shard_rows"] * 25
+            + (sizes["tfma_rows"] + sizes["tfma_interval_rows"]) * 200)
 
 
 # ---- running -------------------------------------------------------------------
@@ -499,7 +494,7 @@ def main(argv=None):
         configs[key] = os.path.join(config_dir, f"{key}.yaml")
         with open(configs[key], "w") as f:
             yaml.safe_dump(config, f, sort_keys=False)
-    disk_error = check_disk(sizes, data_dir)
+    disk_error = run_bench.check_disk(data_dir, data_bytes(sizes))
     if disk_error:
         log(f"error: {disk_error}")
         datasets = {k: {"error": disk_error, "rows": 0, "format": "-"}
