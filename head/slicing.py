@@ -498,24 +498,23 @@ def slice_states(layout, specs, evaluated, batch, elements_per_row=1, max_slices
         state_keys *= num_groups
     samples = 1 if counts is None else 1 + counts.shape[1]
     sums = np.zeros((num_models, state_keys, samples, layout.size))
+    contiguous = every_row_once and elements_per_row == 1  # a block is a slice of each model's examples
     for start in range(0, len(rows), BLOCK_ROWS):
         block = slice(start, start + BLOCK_ROWS)
         block_rows, block_keys = rows[block], keys[block]
-        if elements_per_row > 1:  # every element of a row is in the row's slices
+        if contiguous:
+            block_counts, count_rows = (None if counts is None else counts[block]), None
+            stop = start + len(block_rows)
+            examples = [slice(m * per_model + start, m * per_model + stop) for m in range(num_models)]
+        else:  # every element of a row is in the row's slices, and counted by the row's counts
             block_keys = np.repeat(block_keys, elements_per_row)
-        elements = (block_rows[:, None] * elements_per_row + np.arange(elements_per_row)).reshape(-1)
-        block_counts, count_rows = counts, None
-        if counts is not None:
-            if every_row_once and elements_per_row == 1:
-                block_counts = counts[block]
-            else:
-                count_rows = np.repeat(block_rows, elements_per_row)
+            block_counts = counts
+            count_rows = None if counts is None else np.repeat(block_rows, elements_per_row)
+            elements = (block_rows[:, None] * elements_per_row + np.arange(elements_per_row)).reshape(-1)
+            examples = [elements + m * per_model for m in range(num_models)]
         for m in range(num_models):
-            if every_row_once and elements_per_row == 1:
-                examples = _take(evaluated, slice(m * per_model + start, m * per_model + start + len(block_rows)))
-            else:
-                examples = _take(evaluated, elements + m * per_model)
-            layout.sums(examples, block_keys, state_keys, block_counts, count_rows, out=sums[m])
+            layout.sums(_take(evaluated, examples[m]), block_keys, state_keys, block_counts, count_rows,
+                        out=sums[m])
     sums = sums.reshape(num_models, num_keys, -1, layout.size)  # [model, key, sample, size]
     out = {}
     for s, (codes, slice_keys) in spec_codes.items():

@@ -126,7 +126,9 @@ class Drawer:
         process, self._process = self._process, None
         # communicate() feeds stdin and drains stdout and stderr together (no
         # full pipe can block either side); on a thread, so this process goes on.
-        drawing = concurrent.futures.ThreadPoolExecutor(1, "plots-png").submit(process.communicate, request)
+        executor = concurrent.futures.ThreadPoolExecutor(1, "plots-png")
+        drawing = executor.submit(process.communicate, request)
+        executor.shutdown(wait=False)  # its one thread ends with the drawing
 
         def result():
             png, error = drawing.result()
@@ -170,7 +172,7 @@ def take_drawer(wanted):
 
 def _child():
     """Drawer's process: prepare the figure, read {document, plots} from stdin, write the PNG to stdout."""
-    import json
+    import orjson
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; Ctrl-C reaches the whole group
     prepared = _figure()
@@ -178,7 +180,7 @@ def _child():
     data = sys.stdin.buffer.read()
     if not data:  # the parent ended without asking
         return
-    request = json.loads(data)
+    request = orjson.loads(data)
     sys.stdout.buffer.write(_draw(prepared, request["document"], request["plots"]))
 
 
