@@ -159,8 +159,8 @@ class ExampleError(ValueError):
 def decode_first_example(piece):
     """All features of a Piece's first record, as tfx-bsl's decoder without a schema gives them.
 
-    Columns in order of name; a feature whose Feature has no kind is a null
-    column. ExampleError names the record if it is not a tf.train.Example.
+    Columns in order of name, each name cut at a NUL byte; a feature whose
+    Feature has no kind is a null column. ExampleError names the record if it is not a tf.train.Example.
     """
     chunk, start, _ = piece.segments[0]
     first = piece._replace(segments=((chunk, start, 1),), count=1)
@@ -174,7 +174,9 @@ def decode_first_example(piece):
     if not names:
         return _no_columns(1)
     columns = [batch.column(name) if kinds[name] else pa.nulls(1) for name in names]
-    return pa.RecordBatch.from_arrays(columns, names=names)
+    # tfx-bsl names its Arrow fields from C strings: a name ends at its first
+    # NUL byte (two names may become one), in the order of the whole names.
+    return pa.RecordBatch.from_arrays(columns, names=[name.partition("\0")[0] for name in names])
 
 
 def _no_columns(rows):

@@ -305,11 +305,11 @@ def test_damaged_records_are_refused_exactly_when_protobuf_refuses_them(records,
 
 def _comparable(batch):
     kinds = {pa.float32(): "float", pa.int64(): "int", pa.large_binary(): "bytes"}
-    return {
-        field.name: (field.type, [_values(v, kinds.get(getattr(field.type, "value_type", None)))
-                                  for v in batch.column(field.name).to_pylist()])
-        for field in batch.schema
-    }
+    return [
+        (field.name, field.type, [_values(v, kinds.get(getattr(field.type, "value_type", None)))
+                                  for v in column.to_pylist()])
+        for field, column in zip(batch.schema, batch.columns)
+    ]
 
 
 @FUZZ
@@ -344,7 +344,10 @@ def _groups(depth):
 
 
 FLOAT_1 = _len(2, _len(1, struct.pack("<f", 1.0)))
+INT_1 = _len(3, _len(1, b"\x01"))
 BASE = _example(_entry(b"logits", FLOAT_1))
+
+
 EDGES = {
     # protobuf's recursion limit (100) counts messages and groups
     "groups 100 deep in Example": (BASE + _groups(100), BASE + _groups(101)),
@@ -389,6 +392,21 @@ def test_edges_of_the_wire_format(case):
     assert _reference_row(refused, "logits", "float") == MALFORMED
     assert _check([accepted], features).malformed is None
     assert _check([accepted, refused], features).malformed is not None
+
+
+NUL_NAMES = {
+    "a name ends at a NUL byte": _example(_entry(b"\x00ogits", FLOAT_1), _entry(b"l\x00gits", FLOAT_1)),
+    "two names become one": _example(_entry(b"a\x00b", FLOAT_1), _entry(b"a\x00c", INT_1)),
+    "in the order of the whole names": _example(_entry(b"b\x00", FLOAT_1), _entry(b"a", INT_1), _entry(b"a\x00", INT_1)),
+}
+
+
+@pytest.mark.parametrize("case", NUL_NAMES, ids=list(NUL_NAMES))
+def test_first_example_names_end_at_nul_as_in_tfx_bsl(case):
+    record = NUL_NAMES[case]
+    got, expected = tfrecord.decode_first_example(_piece([record])), GENERAL.DecodeBatch([record])
+    assert got.schema == expected.schema
+    assert _comparable(got) == _comparable(expected)
 
 
 MERGES = {
