@@ -25,8 +25,10 @@ manifest matches):
   decoding and the Arrow batch, against tfx-bsl's decoder and
   tf.io.parse_example;
 - start-up: `python -X importtime` of a whole demo run, and of
-  `import apache_beam` alone (--skip-extras leaves out these last two and
-  the two-worker runs);
+  `import apache_beam` alone; Beam's floor (benchmarks/beam_floor.py, a
+  one-element pipeline on the same runner, `--repeats` times), next to what
+  the TFRecord-vs-TFMA target allows (--skip-extras leaves out these last
+  three and the two-worker runs);
 - the outputs' cost on the largest Parquet set: the pipeline with
   `outputs: {report: false, plots: false, tfma: false}`, with report and
   plots on (the default), and with tfma/ too, alternately, plus a process
@@ -346,6 +348,28 @@ def run_startup(python, out_dir, timeout, demo):
     return result
 
 
+def run_floor(python, out_dir, timeout, repeats):
+    """Beam's floor (benchmarks/beam_floor.py): the whole-process wall of a one-element pipeline."""
+    log(f"Beam's floor: {repeats} run(s)")
+    runs = [run_process("floor", [python, "benchmarks/beam_floor.py"],
+                        os.path.join(out_dir, "logs", "floor", f"floor-{repeat}.log"), timeout)
+            for repeat in range(repeats)]
+    return summarize(runs, 1)
+
+
+def _floor_lines(report):
+    """What the TFRecord-vs-TFMA target leaves a run, next to Beam's floor."""
+    floor, tfrecord = report.get("floor"), (report.get("cases") or {}).get("tfrecord_rows")
+    tfma_rate = _get(report.get("tfma"), "tfma", "rows_per_s")
+    if not floor or not tfrecord or not tfma_rate:
+        return []
+    allowed = tfrecord["rows"] / (TFRECORD_VS_TFMA * tfma_rate)
+    return ["", f"TFRecord {human(tfrecord['rows'])} at {TFRECORD_VS_TFMA}x TFMA's {_rate(tfma_rate)} rows/s: "
+                f"at most {allowed:.2f} s, whole process; measured {_f(_get(tfrecord, 'pipeline', 'median_wall'))} s. "
+                f"Beam's floor, the same runner and start-up running a one-element pipeline "
+                f"(benchmarks/beam_floor.py, median of {floor.get('runs', 0)}): {_wall(floor)} s."]
+
+
 # The outputs' cost (`outputs` in the config): names, their outputs section.
 OUTPUT_CASES = (
     ("outputs off", {"report": False, "plots": False, "tfma": False}),
@@ -471,6 +495,9 @@ def _ratio(a, b):
     return a / b if a is not None and b else None
 
 
+TFRECORD_VS_TFMA = 300  # issue 14: TFRecord rows/s at least this many times TFMA's
+
+
 def targets(cases, tfma, sizes):
     small, large = cases.get("parquet_small_shards"), cases.get("parquet_large_shards")
     tfrecord, demo = cases.get("tfrecord_rows"), cases.get("demo")
@@ -483,7 +510,7 @@ def targets(cases, tfma, sizes):
         (f"TFRecord {human(sizes['tfrecord_rows'])}: pipeline rows/s / tf.data reference rows/s",
          _ratio(_get(tfrecord, "pipeline", "rows_per_s"), _get(tfrecord, "reference", "rows_per_s")), ">=", 3.0, "x"),
         (f"TFRecord: pipeline rows/s ({human(sizes['tfrecord_rows'])}) / TFMA rows/s ({human(sizes['tfma_rows'])})",
-         _ratio(_get(tfrecord, "pipeline", "rows_per_s"), tfma_rate), ">=", 300, "x"),
+         _ratio(_get(tfrecord, "pipeline", "rows_per_s"), tfma_rate), ">=", TFRECORD_VS_TFMA, "x"),
         (f"Parquet: pipeline rows/s ({large_rows}) / TFMA rows/s ({human(sizes['tfma_rows'])})",
          _ratio(_get(large, "pipeline", "rows_per_s"), tfma_rate), ">=", 1000, "x"),
         (f"Parquet {large_rows}: pipeline peak RSS", rss_large, "<=", 1024, " MiB"),
@@ -604,6 +631,7 @@ def markdown(report):
         value = t["value"]
         shown = "-" if value is None else (f"{value:,.0f}{t['unit']}" if value >= 100 else f"{value:.2f}{t['unit']}")
         lines.append(f"| {t['target']} | {shown} | {t['op']} {t['limit']:g}{t['unit']} | {t['result']} |")
+    lines += _floor_lines(report)
     if report["quick"]:
         lines += ["", "Quick mode: smaller data; the targets are stated for the full sizes."]
     if report.get("notes"):
@@ -770,6 +798,7 @@ def main(argv=None):
         if not cases["tfrecord_rows"].get("error"):
             report["profile"] = run_profile(cases["tfrecord_rows"], args.python, out_dir, args.timeout)
         report["startup"] = run_startup(args.python, out_dir, args.timeout, cases["demo"]["glob"])
+        report["floor"] = run_floor(args.python, out_dir, args.timeout, repeats)
     report["notes"].append(
         "TFMA's metrics use the probability feature (float32 sigmoid of the logit); its "
         "binary_crossentropy clips probabilities and its AUC bucketing differs slightly, so it agrees "
