@@ -7,9 +7,9 @@ backend, a faster import), from plots.json's content.
 A local run draws it in a child process (`Drawer`, started when the run
 starts: `python -m pipeline.report_png`), which imports matplotlib and
 prepares and renders the empty figure on the other core while the pipeline
-runs, then draws the curves while the parent writes the other outputs:
-importing and drawing took 1.2 s of a 20M-row run's 5 s in the parent,
-where a thread importing it competed for the GIL.
+runs, then draws the curves over that rendering while the parent writes the
+other outputs (0.05 s): importing and drawing took 1.2 s of a 20M-row run's
+5 s in the parent, where a thread importing it competed for the GIL.
 """
 
 import atexit
@@ -39,39 +39,58 @@ def _array(values):
 
 def render(document, plots):
     """PNG bytes of the overall plots of every model."""
-    return _draw(_figure(), document, plots)
+    return _draw(_Figure(), document, plots)
 
 
-def _figure():
-    """(figure, canvas, axes): everything but the data (titles, labels, ticks, grids, diagonals)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+class _Figure:
+    """The figure with everything but the data (titles, labels, ticks, grids, diagonals), rendered.
 
-    # Fixed margins, not a layout engine: constrained layout measured every
-    # text twice and took half of the drawing time (0.3 of 0.6 s).
-    figure = Figure(figsize=(13.5, 4.4), dpi=100)
-    figure.subplots_adjust(left=0.045, right=0.99, bottom=0.11, top=0.93, wspace=0.2)
-    canvas = FigureCanvasAgg(figure)
-    axes = figure.subplots(1, 3)
-    for plot, title, x, y in zip(axes, ("ROC (overall)", "Precision-recall (overall)", "Calibration (overall)"),
-                                 ("false positive rate", "recall", "mean prediction"),
-                                 ("true positive rate", "precision", "mean label")):
-        plot.set_title(title)
-        plot.set_xlabel(x)
-        plot.set_ylabel(y)
-        plot.set_xlim(0, 1)
-        plot.set_ylim(0, 1.02)
-        plot.set_xticks(_TICKS)
-        plot.set_yticks(_TICKS)
-        plot.grid(alpha=0.3)
-    for plot in (axes[0], axes[2]):  # chance (ROC), perfect calibration
-        plot.plot([0, 1], [0, 1], "--", color="#999999", linewidth=1)
-    return figure, canvas, axes
+    The curves are then drawn over a copy of that rendering (`background`),
+    in the order a whole draw would: lines, then the spines (kept out of the
+    background for that), then the legends. It gives the same pixels as
+    matplotlib's own draw of the finished figure, in a fifth of the time:
+    the ticks' texts are not laid out and rendered again.
+    """
+
+    def __init__(self):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        # Fixed margins, not a layout engine: constrained layout measured every
+        # text twice and took half of the drawing time (0.3 of 0.6 s).
+        self.figure = Figure(figsize=(13.5, 4.4), dpi=100)
+        self.figure.subplots_adjust(left=0.045, right=0.99, bottom=0.11, top=0.93, wspace=0.2)
+        self.canvas = FigureCanvasAgg(self.figure)
+        self.axes = self.figure.subplots(1, 3)
+        for plot, title, x, y in zip(self.axes,
+                                     ("ROC (overall)", "Precision-recall (overall)", "Calibration (overall)"),
+                                     ("false positive rate", "recall", "mean prediction"),
+                                     ("true positive rate", "precision", "mean label")):
+            plot.set_title(title)
+            plot.set_xlabel(x)
+            plot.set_ylabel(y)
+            plot.set_xlim(0, 1)
+            plot.set_ylim(0, 1.02)
+            plot.set_xticks(_TICKS)
+            plot.set_yticks(_TICKS)
+            plot.grid(alpha=0.3)
+        for plot in (self.axes[0], self.axes[2]):  # chance (ROC), perfect calibration
+            plot.plot([0, 1], [0, 1], "--", color="#999999", linewidth=1)
+        spines = [spine for plot in self.axes for spine in plot.spines.values()]
+        for spine in spines:
+            spine.set_visible(False)
+        self.canvas.draw()
+        self.background = self.canvas.copy_from_bbox(self.figure.bbox)
+        for spine in spines:
+            spine.set_visible(True)
 
 
 def _draw(prepared, document, plots):
-    """PNG bytes of `_figure()` with every model's overall curves."""
-    figure, canvas, (roc, pr, calibration) = prepared
+    """PNG bytes of a `_Figure` with every model's overall curves (once per figure)."""
+    import matplotlib.image
+
+    roc, pr, calibration = prepared.axes
+    lines = []
     for entry, plot in zip(document["slices"], plots["plots"]):
         if entry["slice"] or plot["confusion_matrices"] is None:
             continue
@@ -81,22 +100,31 @@ def _draw(prepared, document, plots):
         fpr, recall, precision = (_array(matrices[k]) for k in ("false_positive_rate", "recall", "precision"))
         line, = roc.plot(fpr, recall, label=f"{name} (AUC {_text(_find(metrics, 'auc'))})")
         color = line.get_color()
-        pr.plot(recall, precision, color=color,
-                label=f"{name} (AUC-PR {_text(_find(metrics, 'auc_precision_recall'))})")
+        lines.append(line)
+        lines += pr.plot(recall, precision, color=color,
+                         label=f"{name} (AUC-PR {_text(_find(metrics, 'auc_precision_recall'))})")
         at = plot["confusion_matrices_at_thresholds"]
-        roc.plot(_array(at["false_positive_rate"]), _array(at["recall"]), "o", color=color, mfc="white")
-        pr.plot(_array(at["recall"]), _array(at["precision"]), "o", color=color, mfc="white")
+        lines += roc.plot(_array(at["false_positive_rate"]), _array(at["recall"]), "o", color=color, mfc="white")
+        lines += pr.plot(_array(at["recall"]), _array(at["precision"]), "o", color=color, mfc="white")
         histogram = plot["calibration_histogram"]
         weight = _array(histogram["num_weighted_examples"])
         shown = weight > 0
-        calibration.plot(_array(histogram["total_weighted_refined_prediction"])[shown] / weight[shown],
-                         _array(histogram["total_weighted_label"])[shown] / weight[shown],
-                         ".-", color=color, label=name, markersize=3, linewidth=1)
-    for axes in (roc, pr, calibration):
+        lines += calibration.plot(_array(histogram["total_weighted_refined_prediction"])[shown] / weight[shown],
+                                  _array(histogram["total_weighted_label"])[shown] / weight[shown],
+                                  ".-", color=color, label=name, markersize=3, linewidth=1)
+    prepared.canvas.restore_region(prepared.background)
+    for line in lines:
+        line.axes.draw_artist(line)
+    for axes in prepared.axes:
+        for spine in axes.spines.values():
+            axes.draw_artist(spine)
+    for axes in prepared.axes:
         if axes.get_legend_handles_labels()[0]:
-            axes.legend(loc="lower right" if axes is not pr else "lower left", fontsize=8)
+            axes.draw_artist(axes.legend(loc="lower right" if axes is not pr else "lower left", fontsize=8))
     buffer = io.BytesIO()
-    canvas.print_png(buffer)
+    # What canvas.print_png writes after its own (whole) draw.
+    matplotlib.image.imsave(buffer, prepared.canvas.buffer_rgba(), format="png", origin="upper",
+                            dpi=prepared.figure.dpi)
     return buffer.getvalue()
 
 
@@ -175,13 +203,16 @@ def _child():
     import orjson
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; Ctrl-C reaches the whole group
-    prepared = _figure()
-    prepared[1].print_png(io.BytesIO())  # fonts, the renderer and the texts' layouts loaded
+    prepared = _Figure()
     data = sys.stdin.buffer.read()
     if not data:  # the parent ended without asking
         return
     request = orjson.loads(data)
     sys.stdout.buffer.write(_draw(prepared, request["document"], request["plots"]))
+    sys.stdout.buffer.flush()
+    # The parent waits for this process's end: no interpreter teardown
+    # (0.1 s with matplotlib loaded) once the PNG is out.
+    os._exit(0)
 
 
 if __name__ == "__main__":

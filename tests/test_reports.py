@@ -164,6 +164,19 @@ def test_png_drawn_by_the_child_process_is_the_one_drawn_here(evaluated):
         assert f.read() == drawn  # the run's own (drawn by its child)
 
 
+def test_png_drawn_over_the_rendered_background_is_matplotlibs_whole_draw(evaluated):
+    import io
+
+    from pipeline import report_png
+
+    figure = report_png._Figure()
+    drawn = report_png._draw(figure, evaluated["document"], evaluated["plots"])
+    assert len(figure.axes[0].get_lines()) == 1 + 2 * 2  # the diagonal; each model's curve and thresholds
+    whole = io.BytesIO()
+    figure.canvas.print_png(whole)  # every artist drawn again, in matplotlib's order
+    assert drawn == whole.getvalue()
+
+
 def test_an_unused_drawer_ends_its_process_and_a_failed_one_says_why(evaluated):
     from pipeline import report_png
 
