@@ -14,9 +14,10 @@ if __name__ == "__main__":
     # Before anything imports Beam: a local run skips what it never uses.
     startup.lean_imports(sys.argv[1:])
     startup.keep_freed_memory()
+    startup.skip_teardown_at_exit()  # before the drawing child's atexit function
     startup.start_drawing(sys.argv[1:])
 
 from pipeline.cli import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    startup.exit(main())

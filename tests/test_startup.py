@@ -127,3 +127,34 @@ def test_keeping_freed_memory_spares_the_page_faults_of_every_batch():
     default, kept = faults("default"), faults("keep")
     # Each pass faults in its ~3.5 MiB (900 pages) again by default; kept, only the first does.
     assert default > 50 * 500 and kept < 3000, (default, kept)
+
+
+# A program ending as run_pipeline.py does: what is flushed, what runs, what is skipped.
+ENDING = (
+    "import atexit, sys\n"
+    "from pipeline import startup\n"
+    "startup.skip_teardown_at_exit()\n"
+    "atexit.register(print, 'atexit ran', file=sys.stderr)  # registered later: runs first\n"
+    "class Freed:\n"
+    "    def __del__(self):\n"
+    "        print('torn down', file=sys.stderr)\n"
+    "sys.modules['freed_at_teardown'] = type(sys)('freed_at_teardown')\n"
+    "sys.modules['freed_at_teardown'].value = Freed()\n"
+    "sys.stdout.write('x' * 100_000)  # still buffered when the exit comes\n"
+    "if sys.argv[1] == 'status':\n"
+    "    startup.exit(3)\n"
+    "raise RuntimeError('a bug')\n"
+)
+
+
+@pytest.mark.parametrize("ending", ["status", "exception"])
+def test_a_said_exit_status_skips_only_the_teardown(ending):
+    result = subprocess.run([sys.executable, "-c", ENDING, ending], capture_output=True, text=True,
+                            env=dict(os.environ, PYTHONPATH=PROJECT_ROOT))
+    assert result.stdout == "x" * 100_000
+    assert "atexit ran" in result.stderr
+    if ending == "status":
+        assert result.returncode == 3 and "torn down" not in result.stderr
+    else:  # no status said: the traceback, and the usual teardown
+        assert result.returncode == 1 and "RuntimeError: a bug" in result.stderr
+        assert "torn down" in result.stderr
