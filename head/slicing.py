@@ -198,12 +198,9 @@ class SliceSpec:
         rows = np.arange(n)
         if self.is_overall:
             return rows, np.zeros(n, dtype=np.intp), [OVERALL]
-        def encoded(column, boundaries=None):
-            return _cached_encoding(batch, cache, column, boundaries)
-
         fixed = []
         for column, value in self.feature_values:
-            value_rows, value_codes, dictionary, value_type = encoded(column)
+            value_rows, value_codes, dictionary, value_type = _cached_encoding(batch, cache, column)
             wanted, matching = self._matching(column, value, dictionary, value_type)
             has_value = np.zeros(n, dtype=bool)
             has_value[value_rows[np.isin(value_codes, matching)]] = True
@@ -214,7 +211,7 @@ class SliceSpec:
         table = np.zeros((1 if len(rows) else 0, 0), dtype=np.intp)
         dictionaries = []
         for column in self.feature_keys:
-            value_rows, value_codes, dictionary, _ = encoded(column, self.boundaries(column))
+            value_rows, value_codes, dictionary, _ = _cached_encoding(batch, cache, column, self.boundaries(column))
             rows, codes, table = _cross(rows, codes, table, value_rows, value_codes, len(dictionary), n)
             dictionaries.append(dictionary)
         return rows, codes, self._keys(fixed, dictionaries, table)

@@ -143,7 +143,6 @@ def start_drawing(argv):
         report_png.start_early()
 
 
-
 _said_status = []  # the status exit() was given
 
 

@@ -160,7 +160,8 @@ def decode_first_example(piece):
     """All features of a Piece's first record, as tfx-bsl's decoder without a schema gives them.
 
     Columns in order of name, each name cut at a NUL byte; a feature whose
-    Feature has no kind is a null column. ExampleError names the record if it is not a tf.train.Example.
+    Feature has no kind is a null column. ExampleError names the record if
+    it is not a tf.train.Example.
     """
     chunk, start, _ = piece.segments[0]
     first = piece._replace(segments=((chunk, start, 1),), count=1)
