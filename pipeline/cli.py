@@ -184,7 +184,7 @@ def _evaluate(args, beam_args, signals):
                           run_id=run_id, gates=gates, history=history)
     metrics_path = output.join(args.output, output.METRICS_FILE)
     if dry_run and not dataflow:  # Beam's dry run is Dataflow's: others stop here
-        print(f"dry run: {runner} pipeline built, not run; a run writes {metrics_path}")
+        _say(f"dry run: {runner} pipeline built, not run; a run writes {metrics_path}")
         return 0
     # Beam logs a DoFn's exception with its traceback before re-raising it;
     # known input errors are reported below in one line instead.
@@ -209,21 +209,21 @@ def _evaluate(args, beam_args, signals):
         print(f"error: {message}{left}", file=sys.stderr)
         return known.exit_status
     if dataflow and dry_run:  # translated only: nothing ran, nothing to read
-        print(f"dry run: {runner} job built and translated, not submitted; a run writes {metrics_path}")
+        _say(f"dry run: {runner} job built and translated, not submitted; a run writes {metrics_path}")
         return 0
     counts = runners.counters(result)
     document = output.read_json(metrics_path)
     verdict = output.read_json(output.join(args.output, validation.VALIDATION_FILE))
-    print(f"{' '.join(args.input)} ({file_format}), config {args.config}")
-    print(output.format_table(document))
+    _say(f"{' '.join(args.input)} ({file_format}), config {args.config}")
+    _say(output.format_table(document))
     _warn_about_set_aside_data(document, args.output)
     if counts is not None:
         line = ", ".join(f"{name}={value}" for name, value in sorted(counts.items()))
         logging.info("counters (%s): %s", COUNTER_NAMESPACE, line)
-        print(f"counters ({COUNTER_NAMESPACE}): {line}")
-    print(f"written: {metrics_path}")
+        _say(f"counters ({COUNTER_NAMESPACE}): {line}")
+    _say(f"written: {metrics_path}")
     for line in reports.describe(args.output, config):
-        print(line)
+        _say(line)
     if history is not None and not history.in_pipeline:  # the pipeline wrote a BigQuery history
         rows = run_history.rows(document, verdict, run_id, args.output)
         try:
@@ -231,11 +231,24 @@ def _evaluate(args, beam_args, signals):
         except run_history.HistoryError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
-        print(f"history: {len(rows)} rows appended to {args.history}")
-    print(validation.summary(verdict))
+        _say(f"history: {len(rows)} rows appended to {args.history}")
+    _say(validation.summary(verdict))
     for line in validation.failure_lines(verdict):
         print(line, file=sys.stderr)
     return 0 if verdict["validation_ok"] else 3
+
+
+def _say(text):
+    """A line of the run's terminal output (stdout).
+
+    When stdout's reader has gone (`... | head -3`), the rest of the output
+    goes nowhere, as Python's documentation advises, and the run goes on:
+    its history row and its exit status do not depend on who reads.
+    """
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _check_remote_paths(args, dataflow, dry_run):

@@ -11,7 +11,8 @@ in a subprocess.
 - non-finite loss_fn results are bad rows: exit 1 naming the row and the
   function under `fail`, set aside under `reject`, metrics.json strict JSON;
 - under `fail` the error names the batch's first bad row, whatever its problem;
-- an invalid loss_reduction lists the valid ones.
+- an invalid loss_reduction lists the valid ones;
+- stdout's reader going away (`| head -1`) is no failure: the run goes on.
 """
 
 import glob
@@ -187,3 +188,26 @@ def test_a_bad_argument_is_one_line_and_exit_2(cli, tmp_path, data, arguments, e
     path, _ = data
     done = cli("--input", path, "--output", tmp_path / "out", *arguments)
     assert _one_line(done, 2) == expected
+
+
+def test_a_reader_that_goes_away_ends_no_run(tmp_path, data):
+    """`run_pipeline.py ... | head -1`: the output stops, the run does not (history row, status)."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    from pipeline import history
+    from tests.conftest import RUN_PIPELINE
+
+    path, _ = data
+    process = subprocess.Popen(
+        [sys.executable, RUN_PIPELINE, "--input", path, "--output", tmp_path / "out",
+         "--history", "sqlite:///runs.db"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdout.close()  # the reader is gone before the first line
+    error = process.stderr.read()
+    assert process.wait(timeout=600) == 0, error
+    assert error == ""
+    assert os.path.exists(tmp_path / "out" / "metrics.json")
+    with sqlite3.connect(tmp_path / "runs.db") as db:  # the history was appended after the table printed
+        assert db.execute(f"SELECT COUNT(*) FROM {history.TABLE}").fetchone()[0] > 0
