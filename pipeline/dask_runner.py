@@ -59,19 +59,33 @@ def _quiet():
 _WORKER_IGNORES_SIGINT = "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
 
 
-def _quiet_worker(level=logging.ERROR):
+# dask's logging while a run that failed or was interrupted is stopped: the
+# cluster's shutdown messages (killed workers, lost tasks, a worker's heartbeat
+# that finds the scheduler gone) only repeat what the user was already told.
+SILENT = logging.CRITICAL + 1
+
+
+def _silence_worker():
     """Run on each worker of our own cluster before it is stopped early."""
-    logging.getLogger("distributed").setLevel(level)
+    logging.getLogger("distributed").setLevel(SILENT)
 
 
-def _silenced(close):
-    """Runs close() with dask's logging off: after a failure or an interrupt,
-    the cluster's shutdown warnings (killed workers, lost tasks) only repeat it."""
+def _stop_early(client, cluster, futures=()):
+    """Stops a run that failed or was interrupted, with dask SILENT in the
+    launcher and, first, on our own cluster's workers: their tasks are
+    cancelled, then client and cluster closed."""
     logger = logging.getLogger("distributed")
     level = logger.level
-    logger.setLevel(logging.CRITICAL + 1)
+    logger.setLevel(SILENT)
     try:
-        close()
+        if cluster is not None:
+            with contextlib.suppress(Exception):
+                client.run(_silence_worker)
+        if futures:
+            client.cancel(list(futures))
+        client.close()
+        if cluster is not None:
+            cluster.close()
     finally:
         logger.setLevel(level)
 
@@ -412,25 +426,18 @@ class _DaskResult(PipelineResult):
             self._state = PipelineState.DONE
         except BaseException:  # a step's error, or an interrupt while waiting
             self._state = PipelineState.FAILED
-            _silenced(self._cancel_and_close)
+            self._stop_early()
             raise
-        self._close()
-        return self._state
-
-    def _close(self):
         self._client.close()
         if self._cluster is not None:
             self._cluster.close()
+        return self._state
 
-    def _cancel_and_close(self):
-        if self._cluster is not None:  # our workers: their cancelled tasks need no warning
-            with contextlib.suppress(Exception):
-                self._client.run(_quiet_worker)
-        self._client.cancel(self._futures + [self._metrics_future])
-        self._close()
+    def _stop_early(self):
+        _stop_early(self._client, self._cluster, self._futures + [self._metrics_future])
 
     def cancel(self):
-        _silenced(self._cancel_and_close)
+        self._stop_early()
         self._state = PipelineState.CANCELLED
         return self._state
 
@@ -502,9 +509,7 @@ def _make_dask_runner():
                 # stay on the workers (leaves are counted, not gathered).
                 *futures, metrics_future = client.compute(leaves + [metrics])
             except BaseException:
-                _silenced(client.close)
-                if cluster is not None:
-                    _silenced(cluster.close)
+                _stop_early(client, cluster)
                 raise
             return _DaskResult(client, futures, metrics_future, cluster)
 

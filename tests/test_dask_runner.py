@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -164,6 +165,30 @@ def test_ctrl_c_stops_a_dask_run_in_one_line(tmp_path):
     assert err == "error: interrupted by SIGINT: run stopped, its staging directory removed\n"
     assert os.listdir(output) == []
     assert processes_left(process.pid) == []
+
+
+class _ErrsAsItCloses(distributed.WorkerPlugin):
+    """A worker that logs an ERROR while it shuts down, as one whose heartbeat
+    finds the scheduler already gone does (timing decides whether it happens)."""
+
+    def teardown(self, worker):
+        import logging
+
+        logging.getLogger("distributed.worker").error("Failed to communicate with scheduler during heartbeat.")
+
+
+def test_a_stopped_runs_workers_say_nothing_as_they_shut_down(capfd):
+    cluster = distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0"
+    )
+    client = distributed.Client(cluster)
+    client.register_plugin(_ErrsAsItCloses())
+    busy = client.submit(time.sleep, 3, pure=False)
+    distributed.wait(client.submit(int, pure=False))  # the worker is up and running tasks
+    capfd.readouterr()
+    dask_runner._stop_early(client, cluster, [busy])
+    assert capfd.readouterr().err == ""
+    assert cluster.status.name == "closed"
 
 
 # ---- what it needs ----------------------------------------------------------------------------
