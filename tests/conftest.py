@@ -109,3 +109,16 @@ def runner_reference(runner_inputs, tmp_path_factory):
         assert math.isclose(document["weighted_example_count"], weighted, rel_tol=REL_TOL)
         documents[file_format] = document
     return documents
+
+
+@pytest.fixture(scope="module")
+def dask_cluster():
+    """A real dask.distributed scheduler and 2 worker processes, on the loopback interface only."""
+    distributed = pytest.importorskip("distributed")
+    from pipeline import runners
+
+    runners.export_import_path()
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0"
+    ) as cluster:
+        yield cluster

@@ -42,16 +42,6 @@ FORMATS = ("parquet", "tfrecord")
 ROWS = sum(RUNNER_FILE_SIZES)
 
 
-@pytest.fixture(scope="module")
-def dask_cluster():
-    """A real scheduler and 2 worker processes, on the loopback interface only."""
-    runners.export_import_path()
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0"
-    ) as cluster, distributed.Client(cluster) as client:
-        yield cluster, client
-
-
 def _dask(cluster, *more):
     return ["--runner=DaskRunner", f"--dask_client_address={cluster.scheduler_address}", *more]
 
@@ -74,10 +64,9 @@ def _task_workers(client):
 def test_dask_runner_matches_in_process(runner_inputs, runner_reference, dask_cluster, tmp_path, capsys,
                                         file_format):
     _, patterns, config = runner_inputs
-    cluster, client = dask_cluster
     capsys.readouterr()
-    with _task_workers(client) as workers:
-        document = run_and_read(tmp_path, patterns[file_format], config, *_dask(cluster))
+    with distributed.Client(dask_cluster) as client, _task_workers(client) as workers:
+        document = run_and_read(tmp_path, patterns[file_format], config, *_dask(dask_cluster))
     assert_same_run(document, runner_reference[file_format], f"Dask {file_format}")
     assert document["run"]["runner"] == "DaskRunner"
     assert_counters(printed_counters(capsys.readouterr().out), ROWS)
@@ -95,7 +84,7 @@ DASK_SPLITS = [(1, 65536, "parquet-shuffled"), (2, 97, "parquet"), (4, 500, "par
 def test_dask_splitting_changes_nothing(runner_inputs, runner_reference, dask_cluster, tmp_path, partitions,
                                         batch_size, inputs):
     _, patterns, config = runner_inputs
-    cluster, _ = dask_cluster
+    cluster = dask_cluster
     document = run_and_read(tmp_path, patterns[inputs], config, *_dask(cluster, f"--dask_npartitions={partitions}"),
                             "--batch_size", batch_size)
     assert_same_run(document, runner_reference["parquet"],
@@ -104,7 +93,7 @@ def test_dask_splitting_changes_nothing(runner_inputs, runner_reference, dask_cl
 
 def test_dask_predictions_and_rejected_rows(dask_cluster, tmp_path):
     """Tagged outputs, sinks (outputs of finish_bundle) and side inputs on Dask."""
-    cluster, _ = dask_cluster
+    cluster = dask_cluster
     columns = scores(2400, seed=5)
     columns["logits"][[3, 700, 1999]] = np.nan  # rejected, not fatal
     pattern, _ = write_files(tmp_path / "in", "parquet", split_rows(columns, (800, 800, 800)), row_group_size=200)
@@ -124,7 +113,7 @@ def test_dask_predictions_and_rejected_rows(dask_cluster, tmp_path):
 
 
 def test_dask_bad_input_fails_naming_the_row(dask_cluster, tmp_path, capsys):
-    cluster, _ = dask_cluster
+    cluster = dask_cluster
     columns = scores(600, seed=3)
     columns["label"][450] = 7
     pattern, paths = write_files(tmp_path / "in", "parquet", split_rows(columns, (300, 300)))

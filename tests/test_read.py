@@ -6,7 +6,6 @@ selective decoding (only the needed features) must equal tfx-bsl's general
 decoding.
 """
 
-import gzip
 import os
 
 import google_crc32c

@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 
 from head import BinaryClassHead
-from pipeline import runners
 from tests.datafiles import (
     REL_TOL,
     assert_metrics_equal,
@@ -206,17 +205,6 @@ def test_multi_process_direct_runner(data, reference, tmp_path, workers, batch_s
     # Rows in files of other names are other samples: their intervals differ (test_intervals.py).
     _assert_same(document, reference, f"{workers} processes, batch {batch_size}, {inputs}",
                  intervals=inputs != "parquet-shuffled")
-
-
-@pytest.fixture(scope="module")
-def dask_cluster():
-    """A real scheduler and 2 worker processes, on the loopback interface only."""
-    distributed = pytest.importorskip("distributed")
-    runners.export_import_path()
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0"
-    ) as cluster:
-        yield cluster
 
 
 @pytest.mark.parametrize("partitions,batch_size,inputs", [(3, 211, "parquet"), (4, 500, "tfrecord")])

@@ -23,7 +23,7 @@ from head.slicing import slice_name
 from pipeline import validation
 from pipeline.config import ConfigError, parse_config
 from pipeline.validation import BaselineError, ExternalBaseline, Gates
-from tests.datafiles import head_results, run_cli, scores, two_model_scores, write_config, write_parquet
+from tests.datafiles import head_results, run_cli, two_model_scores, write_config, write_parquet
 
 HEAD = {"thresholds": [0.5]}
 COLUMNS = {"logits": "logits", "label": "label"}

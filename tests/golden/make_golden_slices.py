@@ -32,7 +32,6 @@ rows: see ``spec_slices``.
 
 import bisect
 import itertools
-import json
 import math
 import os
 import sys
