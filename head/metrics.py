@@ -189,7 +189,8 @@ class StateLayout:
                     ("calibration", buckets * 2 + 1, 2 * AUC_NUM_THRESHOLDS, weights * probabilities)]
         return out
 
-    def sums(self, batch, keys=None, num_keys=1, counts=None, count_rows=None, out=None):
+    def sums(self, batch, keys=None, num_keys=1, counts=None, count_rows=None, groups=None, num_groups=1,
+             out=None):
         """The state vectors of one batch's examples, by key: [num_keys, size].
 
         `keys[i]` (an int in [0, num_keys)) says which state example i adds
@@ -198,31 +199,47 @@ class StateLayout:
         from weighted `bincount`s over (key, bin); no BLAS calls (OpenBLAS
         threads spin on a loaded machine).
 
-        With Poisson bootstrap `counts` [m, R], the result is
-        [num_keys, 1 + R, size]: the data, then replicate r counting example
-        i counts[count_rows[i], r] times (count_rows: default i). The
-        calibration part (plots only, which show the data's point) is kept
-        for the data alone.
+        Interval samples are a second axis, [num_keys, S, size]:
+
+        - jackknife `groups` [len(batch)]: example i adds to group groups[i]
+          of its key (S = num_groups);
+        - Poisson bootstrap `counts` [m, R]: the data, then replicate r
+          counting example i counts[count_rows[i], r] times (count_rows:
+          default i; S = 1 + R).
+
+        Either way the calibration part (plots only, which show the data's
+        point) is kept in sample 0 alone: the data's calibration is then the
+        sum over samples (jackknife) or sample 0 (bootstrap), and the
+        jackknife's histogram stays num_groups times smaller.
 
         With `out` (the result's shape; [num_keys, 1, size] also without
-        `counts`), the sums are added to it.
+        samples), the sums are added to it.
         """
         keys = np.zeros(len(batch), dtype=np.intp) if keys is None else np.asarray(keys, dtype=np.intp)
         contributions = self._contributions(batch)
         if out is None:
-            shape = (num_keys, self.size) if counts is None else (num_keys, 1 + counts.shape[1], self.size)
-            out = np.zeros(shape)
-        point = out[:, 0] if out.ndim == 3 else out  # the data's vectors (sample 0)
+            samples = num_groups if groups is not None else None if counts is None else 1 + counts.shape[1]
+            out = np.zeros((num_keys, self.size) if samples is None else (num_keys, samples, self.size))
+        point = out[:, 0] if out.ndim == 3 else out  # sample 0's vectors
+        sampled = [c for c in contributions if c[0] != "calibration"]
         if counts is not None:
-            replicated = [c for c in contributions if c[0] != "calibration"]
             contributions = [c for c in contributions if c[0] == "calibration"]
-            out += self._replicated_sums(replicated, keys, num_keys, counts, count_rows)
-        for name, bins, num_bins, values in contributions:
-            cells = keys if bins is None else keys * num_bins + bins
-            part = point[:, self.parts[name]]  # a view: adding to it fills `out`
-            part += np.bincount(cells, values, num_keys * num_bins).reshape(num_keys, -1)
+            out += self._replicated_sums(sampled, keys, num_keys, counts, count_rows)
+        elif groups is not None:
+            contributions = [c for c in contributions if c[0] == "calibration"]
+            by_group = out.reshape(num_keys * num_groups, self.size)  # a view: adding to it fills `out`
+            self._add_bincounts(by_group, sampled, keys * num_groups + groups)
+        self._add_bincounts(point, contributions, keys)
         self._fill_weight(out)
         return out
+
+    def _add_bincounts(self, vectors, contributions, keys):
+        """Adds each contribution's weighted bincount over (key, bin) to `vectors` [num_keys, size]."""
+        num_keys = len(vectors)
+        for name, bins, num_bins, values in contributions:
+            cells = keys if bins is None else keys * num_bins + bins
+            part = vectors[:, self.parts[name]]  # a view: adding to it fills `vectors`
+            part += np.bincount(cells, values, num_keys * num_bins).reshape(num_keys, -1)
 
     def _replicated_sums(self, contributions, keys, num_keys, counts, count_rows):
         """A view [num_keys, 1 + R, size] of A @ [1 | counts].
@@ -386,11 +403,17 @@ class MetricState:
         """Adds vectors (and their low parts) into rows `where` of this state."""
         hi = self.hi[where]
         total = hi + sums
-        # TwoSum: the exact rounding error of hi + sums.
+        # TwoSum: the exact rounding error of hi + sums,
+        # (hi - (total - back)) + (sums - back), in place (states are large).
         back = total - hi
-        error = (hi - (total - back)) + (sums - back)
+        error = total - back
+        np.subtract(hi, error, out=error)
+        np.subtract(sums, back, out=back)
+        error += back
+        if lo is not None:
+            error += lo
         self.hi[where] = total
-        self.lo[where] += error if lo is None else lo + error
+        self.lo[where] += error
         return self
 
     def merge(self, other):

@@ -488,31 +488,28 @@ def slice_states(layout, specs, evaluated, batch, elements_per_row=1, max_slices
         offsets[s] = num_keys
         num_keys += len(keys)
     rows, keys = np.concatenate(key_rows), np.concatenate(key_codes)
-    every_row_once = np.array_equal(rows, np.arange(num_rows))
-    state_keys = num_keys
-    if groups is not None:  # jackknife: the row's group is part of the key
-        keys = keys * num_groups + groups[rows]
-        state_keys *= num_groups
-    samples = 1 if counts is None else 1 + counts.shape[1]
-    sums = np.zeros((num_models, state_keys, samples, layout.size))
+    every_row_once = len(rows) == num_rows and np.array_equal(rows, np.arange(num_rows))
+    samples = num_groups if groups is not None else 1 if counts is None else 1 + counts.shape[1]
+    sums = np.zeros((num_models, num_keys, samples, layout.size))  # [model, key, sample, size]
     contiguous = every_row_once and elements_per_row == 1  # a block is a slice of each model's examples
     for start in range(0, len(rows), BLOCK_ROWS):
         block = slice(start, start + BLOCK_ROWS)
         block_rows, block_keys = rows[block], keys[block]
         if contiguous:
+            block_groups = None if groups is None else groups[block]
             block_counts, count_rows = (None if counts is None else counts[block]), None
             stop = start + len(block_rows)
             examples = [slice(m * per_model + start, m * per_model + stop) for m in range(num_models)]
-        else:  # every element of a row is in the row's slices, and counted by the row's counts
+        else:  # every element of a row is in the row's slices and samples
             block_keys = np.repeat(block_keys, elements_per_row)
+            block_groups = None if groups is None else np.repeat(groups[block_rows], elements_per_row)
             block_counts = counts
             count_rows = None if counts is None else np.repeat(block_rows, elements_per_row)
             elements = (block_rows[:, None] * elements_per_row + np.arange(elements_per_row)).reshape(-1)
             examples = [elements + m * per_model for m in range(num_models)]
         for m in range(num_models):
-            layout.sums(_take(evaluated, examples[m]), block_keys, state_keys, block_counts, count_rows,
-                        out=sums[m])
-    sums = sums.reshape(num_models, num_keys, -1, layout.size)  # [model, key, sample, size]
+            layout.sums(_take(evaluated, examples[m]), block_keys, num_keys, block_counts, count_rows,
+                        block_groups, num_groups, out=sums[m])
     out = {}
     for s, (codes, slice_keys) in spec_codes.items():
         if not slice_keys:  # no row of the batch is in a slice of this spec

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from head import BinaryClassHead
+from head import BinaryClassHead, StateLayout
 from head.intervals import (
     JACKKNIFE,
     POISSON_BOOTSTRAP,
@@ -196,6 +196,31 @@ def test_bootstrap_states_count_each_row_its_poisson_times():
         repeat = np.repeat(np.arange(500), samples["counts"][:, r])
         replicate = head.evaluate_batch(logits[repeat], labels[repeat])
         assert np.allclose(totals[1 + r], head.layout.sums(replicate)[0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("elements_per_row", [1, 2])
+def test_jackknife_states_hold_each_groups_rows_and_the_datas_calibration(elements_per_row):
+    head = BinaryClassHead()
+    layout = StateLayout(head.layout.thresholds, calibration=True)
+    rng = np.random.default_rng(2)
+    logits = rng.normal(size=(500, elements_per_row, 1)).astype(np.float32)
+    labels = (rng.random((500, elements_per_row, 1)) < 0.4) * 1.0
+    spec = IntervalSpec(method=JACKKNIFE, num_samples=4, seed=5)
+    samples = spec.row_samples("x.parquet", np.arange(500))
+    batch = pa.record_batch({"id": pa.array(np.arange(500))})
+    states = slice_states(layout, (SliceSpec(),), head.evaluate_batch(logits, labels), batch, elements_per_row,
+                          **samples)
+    totals = states[0, 0].sorted_items()[1][0]
+    data = layout.sums(head.evaluate_batch(logits, labels))[0]
+    calibration = layout.parts["calibration"]
+    for k in range(4):
+        rows = samples["groups"] == k
+        group = layout.sums(head.evaluate_batch(logits[rows], labels[rows]))[0]
+        # The data's calibration (plots only) is kept in group 0 alone.
+        group[calibration] = data[calibration] if k == 0 else 0.0
+        assert np.allclose(totals[k], group, rtol=1e-12)
+    point, _ = spec.point_and_samples(totals[None])
+    assert np.allclose(point[0], data, rtol=1e-12)
 
 
 INTERVAL_CONFIG_ERRORS = {
