@@ -98,6 +98,15 @@ def _keyed_histogram(keys, num_keys, bins, num_bins, category, num_categories, w
     return np.bincount(cells, weights=weights, minlength=size).reshape(num_keys, -1)
 
 
+def replicate_weights(counts):
+    """[m, 1 + R] float64: 1 (the data), then each of R Poisson bootstrap
+    replicates' counts [m, R] of the rows, as StateLayout.sums multiplies them."""
+    weights = np.empty((counts.shape[0], 1 + counts.shape[1]))
+    weights[:, 0] = 1.0
+    weights[:, 1:] = counts
+    return weights
+
+
 class StateLayout:
     """The named parts of one head's metric-state vector.
 
@@ -189,7 +198,7 @@ class StateLayout:
                     ("calibration", buckets * 2 + 1, 2 * AUC_NUM_THRESHOLDS, weights * probabilities)]
         return out
 
-    def sums(self, batch, keys=None, num_keys=1, counts=None, count_rows=None, groups=None, num_groups=1,
+    def sums(self, batch, keys=None, num_keys=1, replicates=None, count_rows=None, groups=None, num_groups=1,
              out=None):
         """The state vectors of one batch's examples, by key: [num_keys, size].
 
@@ -203,9 +212,9 @@ class StateLayout:
 
         - jackknife `groups` [len(batch)]: example i adds to group groups[i]
           of its key (S = num_groups);
-        - Poisson bootstrap `counts` [m, R]: the data, then replicate r
-          counting example i counts[count_rows[i], r] times (count_rows:
-          default i; S = 1 + R).
+        - Poisson bootstrap `replicates` [m, 1 + R] (replicate_weights of
+          the rows' counts): the data, then replicate r counting example i
+          counts[count_rows[i], r] times (count_rows: default i; S = 1 + R).
 
         Either way the calibration part (plots only, which show the data's
         point) is kept in sample 0 alone: the data's calibration is then the
@@ -218,13 +227,13 @@ class StateLayout:
         keys = np.zeros(len(batch), dtype=np.intp) if keys is None else np.asarray(keys, dtype=np.intp)
         contributions = self._contributions(batch)
         if out is None:
-            samples = num_groups if groups is not None else None if counts is None else 1 + counts.shape[1]
+            samples = num_groups if groups is not None else None if replicates is None else replicates.shape[1]
             out = np.zeros((num_keys, self.size) if samples is None else (num_keys, samples, self.size))
         point = out[:, 0] if out.ndim == 3 else out  # sample 0's vectors
         sampled = [c for c in contributions if c[0] != "calibration"]
-        if counts is not None:
+        if replicates is not None:
             contributions = [c for c in contributions if c[0] == "calibration"]
-            out += self._replicated_sums(sampled, keys, num_keys, counts, count_rows)
+            out += self._replicated_sums(sampled, keys, num_keys, replicates, count_rows)
         elif groups is not None:
             contributions = [c for c in contributions if c[0] == "calibration"]
             by_group = out.reshape(num_keys * num_groups, self.size)  # a view: adding to it fills `out`
@@ -241,8 +250,8 @@ class StateLayout:
             part = vectors[:, self.parts[name]]  # a view: adding to it fills `vectors`
             part += np.bincount(cells, values, num_keys * num_bins).reshape(num_keys, -1)
 
-    def _replicated_sums(self, contributions, keys, num_keys, counts, count_rows):
-        """A view [num_keys, 1 + R, size] of A @ [1 | counts].
+    def _replicated_sums(self, contributions, keys, num_keys, replicates, count_rows):
+        """A view [num_keys, 1 + R, size] of A @ replicates ([1 | counts]).
 
         A [num_keys * size, m] is sparse: column j holds what the examples of
         counts row j add to each (key, cell). It is built directly in CSC
@@ -252,31 +261,28 @@ class StateLayout:
         """
         from scipy import sparse  # only bootstrap runs need it
 
-        n, (rows, replicates) = len(keys), counts.shape
-        columns = np.arange(n) if count_rows is None else np.asarray(count_rows, dtype=np.intp)
+        n, (rows, samples) = len(keys), replicates.shape
         index_type = np.int32 if num_keys * self.size < 2 ** 31 else np.int64  # scipy's own choice
-        cells = np.empty((len(contributions), n), dtype=index_type)
-        values = np.empty((len(contributions), n), dtype=np.float64)
+        # [example, contribution]: each example's entries together, as CSC wants them.
+        cells = np.empty((n, len(contributions)), dtype=index_type)
+        values = np.empty((n, len(contributions)), dtype=np.float64)
         base = keys * self.size
         for c, (name, bins, _, v) in enumerate(contributions):
-            np.add(base, self.parts[name].start, out=cells[c], casting="unsafe")
+            np.add(base, self.parts[name].start, out=cells[:, c], casting="unsafe")
             if bins is not None:
-                cells[c] += bins
-            values[c] = 1.0 if v is None else v
-        # Entries ordered by column (counts row), each example's contributions together.
-        if count_rows is None:  # every counts row once, in order: a transpose, no sort
-            cells, values = cells.T, values.T
-        else:
+                cells[:, c] += bins
+            values[:, c] = 1.0 if v is None else v
+        if count_rows is None:  # every counts row once, in order: columns start every len(contributions)
+            column_starts = np.arange(0, (n + 1) * len(contributions), len(contributions), dtype=index_type)
+        else:  # entries ordered by column (counts row)
+            columns = np.asarray(count_rows, dtype=np.intp)
             order = np.argsort(columns, kind="stable")
-            cells, values = cells[:, order].T, values[:, order].T
-        column_starts = np.zeros(rows + 1, dtype=index_type)
-        np.cumsum(np.bincount(columns, minlength=rows) * len(contributions), out=column_starts[1:])
+            cells, values = cells[order], values[order]
+            column_starts = np.zeros(rows + 1, dtype=index_type)
+            np.cumsum(np.bincount(columns, minlength=rows) * len(contributions), out=column_starts[1:])
         matrix = sparse.csc_matrix((values.reshape(-1), cells.reshape(-1), column_starts),
                                    shape=(num_keys * self.size, rows))
-        samples = np.empty((rows, 1 + replicates), dtype=np.float64)
-        samples[:, 0] = 1.0
-        samples[:, 1:] = counts
-        return (matrix @ samples).reshape(num_keys, self.size, 1 + replicates).transpose(0, 2, 1)
+        return (matrix @ replicates).reshape(num_keys, self.size, samples).transpose(0, 2, 1)
 
     def _fill_weight(self, out):
         """The weight of every example once: its class_ids cells summed."""

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from head.metrics import MetricState
+from head.metrics import MetricState, replicate_weights
 
 OVERALL = ()
 
@@ -495,20 +495,24 @@ def slice_states(layout, specs, evaluated, batch, elements_per_row=1, max_slices
     for start in range(0, len(rows), BLOCK_ROWS):
         block = slice(start, start + BLOCK_ROWS)
         block_rows, block_keys = rows[block], keys[block]
+        replicates, count_rows = None, None  # made once per block, for every model
         if contiguous:
             block_groups = None if groups is None else groups[block]
-            block_counts, count_rows = (None if counts is None else counts[block]), None
+            if counts is not None:
+                replicates = replicate_weights(counts[block])
             stop = start + len(block_rows)
             examples = [slice(m * per_model + start, m * per_model + stop) for m in range(num_models)]
         else:  # every element of a row is in the row's slices and samples
             block_keys = np.repeat(block_keys, elements_per_row)
             block_groups = None if groups is None else np.repeat(groups[block_rows], elements_per_row)
-            block_counts = counts
-            count_rows = None if counts is None else np.repeat(block_rows, elements_per_row)
+            if counts is not None:  # the block's rows' counts only
+                counted, count_rows = np.unique(block_rows, return_inverse=True)
+                replicates = replicate_weights(counts[counted])
+                count_rows = np.repeat(count_rows, elements_per_row)
             elements = (block_rows[:, None] * elements_per_row + np.arange(elements_per_row)).reshape(-1)
             examples = [elements + m * per_model for m in range(num_models)]
         for m in range(num_models):
-            layout.sums(_take(evaluated, examples[m]), block_keys, num_keys, block_counts, count_rows,
+            layout.sums(_take(evaluated, examples[m]), block_keys, num_keys, replicates, count_rows,
                         block_groups, num_groups, out=sums[m])
     out = {}
     for s, (codes, slice_keys) in spec_codes.items():

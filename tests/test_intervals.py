@@ -198,6 +198,31 @@ def test_bootstrap_states_count_each_row_its_poisson_times():
         assert np.allclose(totals[1 + r], head.layout.sums(replicate)[0], rtol=1e-12)
 
 
+def test_bootstrap_states_of_list_valued_slices_count_each_row_its_poisson_times():
+    """A row in several slices (a list column) counts its Poisson times in each; BLOCK_ROWS blocks."""
+    head = BinaryClassHead()
+    rng = np.random.default_rng(3)
+    n = 1200
+    logits, labels = rng.normal(size=(n, 1)).astype(np.float32), (rng.random((n, 1)) < 0.4) * 1.0
+    tags = [sorted(set(rng.choice(["x", "y", "z"], int(k)))) for k in rng.integers(0, 3, n)]
+    spec = IntervalSpec(method=POISSON_BOOTSTRAP, num_samples=3, seed=5)
+    samples = spec.row_samples("x.parquet", np.arange(n))
+    batch = pa.record_batch({"tags": pa.array(tags, pa.list_(pa.string()))})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("head.slicing.BLOCK_ROWS", 500)
+        states = slice_states(head.layout, (SliceSpec(("tags",)),), head.evaluate_batch(logits, labels), batch,
+                              **samples)
+    keys, totals = states[0, 0].sorted_items()
+    assert [dict(key)["tags"] for key in keys] == ["x", "y", "z"]
+    for key, total in zip(keys, totals):
+        rows = np.array([dict(key)["tags"] in t for t in tags])
+        assert np.allclose(total[0], head.layout.sums(head.evaluate_batch(logits[rows], labels[rows]))[0])
+        for r in range(3):
+            repeat = np.repeat(np.flatnonzero(rows), samples["counts"][rows, r])
+            replicate = head.evaluate_batch(logits[repeat], labels[repeat])
+            assert np.allclose(total[1 + r], head.layout.sums(replicate)[0], rtol=1e-12)
+
+
 @pytest.mark.parametrize("elements_per_row", [1, 2])
 def test_jackknife_states_hold_each_groups_rows_and_the_datas_calibration(elements_per_row):
     head = BinaryClassHead()
