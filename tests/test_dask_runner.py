@@ -172,8 +172,8 @@ def test_a_stopped_runs_workers_say_nothing_as_they_shut_down(capfd):
     )
     client = distributed.Client(cluster)
     client.register_plugin(_ErrsAsItCloses())
-    busy = client.submit(time.sleep, 3, pure=False)
-    distributed.wait(client.submit(int, pure=False))  # the worker is up and running tasks
+    distributed.wait(client.submit(int, pure=False))  # the worker is up
+    busy = client.submit(time.sleep, 3, pure=False)  # and busy as the run is stopped
     capfd.readouterr()
     dask_runner._stop_early(client, cluster, [busy])
     assert capfd.readouterr().err == ""
