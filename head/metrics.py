@@ -230,14 +230,14 @@ class StateLayout:
             samples = num_groups if groups is not None else None if replicates is None else replicates.shape[1]
             out = np.zeros((num_keys, self.size) if samples is None else (num_keys, samples, self.size))
         point = out[:, 0] if out.ndim == 3 else out  # sample 0's vectors
-        sampled = [c for c in contributions if c[0] != "calibration"]
-        if replicates is not None:
-            contributions = [c for c in contributions if c[0] == "calibration"]
-            out += self._replicated_sums(sampled, keys, num_keys, replicates, count_rows)
-        elif groups is not None:
-            contributions = [c for c in contributions if c[0] == "calibration"]
-            by_group = out.reshape(num_keys * num_groups, self.size)  # a view: adding to it fills `out`
-            self._add_bincounts(by_group, sampled, keys * num_groups + groups)
+        if replicates is not None or groups is not None:
+            sampled = [c for c in contributions if c[0] != "calibration"]
+            contributions = [c for c in contributions if c[0] == "calibration"]  # to sample 0 only
+            if replicates is not None:
+                out += self._replicated_sums(sampled, keys, num_keys, replicates, count_rows)
+            else:
+                by_group = out.reshape(num_keys * num_groups, self.size)  # a view: adding to it fills `out`
+                self._add_bincounts(by_group, sampled, keys * num_groups + groups)
         self._add_bincounts(point, contributions, keys)
         self._fill_weight(out)
         return out
